@@ -1,0 +1,30 @@
+"""The HTTP submission API. It validates requests, writes rows through ``jobs.submission``,
+answers status from the database and serves stored results. No model runs here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api_min.errors import ERROR_RESPONSES, install_error_handlers
+from api_min.limits import BodySizeLimit
+from api_min.routes import books, health, jobs, metrics, projects, tts, voices
+from jobs.runtime import Runtime
+from jobs.settings import Settings
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(settings or Settings())
+    app = FastAPI(
+        title="voxmill",
+        version="0.1.0",
+        description="Batch text-to-speech in a cloned voice (GPT-SoVITS).",
+        responses=ERROR_RESPONSES,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    metrics.install_request_metrics(app)
+    app.add_middleware(BodySizeLimit, settings=runtime.settings)
+    routers = (health, jobs, voices, books, projects, tts, metrics)
+    for router in (module.router for module in routers):
+        app.include_router(router)
+    return app

@@ -1,0 +1,75 @@
+"""Request dependencies shared by the routers: the process's runtime, the caller (tenant and API
+key, rate-limited per request), the characters-per-minute charge, and the circuit breaker that
+guards synchronous synthesis."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api_min.errors import ApiError
+from jobs import lifecycle
+from jobs.runtime import Runtime
+from jobs.tenants import Identity
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
+    """Who the request acts for — the API key's tenant, or the default tenant when auth is off —
+    after one token of the caller's requests-per-second bucket (429 when it is empty)."""
+    from jobs.limits import admit_request
+    from jobs.tenants import identify
+
+    runtime = get_runtime(request)
+    with runtime.transaction() as session:
+        if runtime.settings.auth_required:
+            identity = identify(session, authorization)
+        else:
+            identity = Identity(lifecycle.default_tenant(session).id)
+    if identity is None:
+        raise ApiError(401, "unauthorized", "a valid API key is required", {"WWW-Authenticate": "Bearer"})
+    admit_request(runtime, identity)
+    return identity
+
+
+Caller = Annotated[Identity, Depends(current_caller)]
+
+
+def current_tenant(caller: Caller) -> uuid.UUID:
+    """The calling tenant's id. Another tenant's ids answer 404, never 403."""
+    return caller.tenant_id
+
+
+def charge_characters(runtime: Runtime, caller: Identity, text: str) -> None:
+    """Charge ``text`` against the caller's characters-per-minute bucket (429 + Retry-After).
+    Call it once the text passed the cheap checks (not empty, not over max_text_chars)."""
+    from jobs.limits import charge_characters as charge
+
+    if text.strip() and len(text) <= runtime.settings.max_text_chars:
+        charge(runtime, caller, len(text))
+
+
+def require_sync_capacity(request: Request) -> None:
+    """For synchronous synthesis routes: 503 + Retry-After while the breaker is open (the sovits
+    queue is too deep or failing). Async job submission never depends on it."""
+    from jobs.breaker import breaker
+
+    state = breaker(get_runtime(request)).state()
+    if state.open:
+        raise ApiError(
+            503,
+            "sync_unavailable",
+            f"synchronous synthesis is paused: {state.reason}; submit an async job or retry later",
+            {"Retry-After": str(state.retry_after_s)},
+        )
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+TenantId = Annotated[uuid.UUID, Depends(current_tenant)]
+SyncCapacity = Depends(require_sync_capacity)

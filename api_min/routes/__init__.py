@@ -1,0 +1,1 @@
+"""One router per resource; ``api_min.app`` mounts them."""

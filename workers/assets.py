@@ -1,0 +1,225 @@
+"""Model assets: where the official GPT-SoVITS v2 files go, fetching them with checksum
+verification, and random models in the official formats (tiny for tests, full-size for
+benchmarks). No torch at import time.
+
+Layout of a models folder (it mirrors the official Hugging Face repository ``lj1995/GPT-SoVITS``):
+
+    gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt   T2S (GPT) weights
+    gsv-v2final-pretrained/s2G2333k.pth                                      SoVITS v2 generator
+    chinese-hubert-base/{config.json, preprocessor_config.json, pytorch_model.bin}
+    chinese-roberta-wwm-ext-large/{config.json, tokenizer.json, pytorch_model.bin}
+    G2PWModel/                     optional: better Chinese polyphone G2P when present
+    manifest.json                  what is here, with sha256 of every file (written by us)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
+
+HUB_REPO = "lj1995/GPT-SoVITS"
+GPT_FILE = "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt"
+SOVITS_FILE = "gsv-v2final-pretrained/s2G2333k.pth"
+HUBERT_DIR = "chinese-hubert-base"
+BERT_DIR = "chinese-roberta-wwm-ext-large"
+G2PW_DIR = "G2PWModel"
+MANIFEST = "manifest.json"
+# A 2-layer, 64-wide T2S with the official vocabularies (the shape of the parity set's model).
+TINY_T2S_CONFIG: dict[str, Any] = {
+    "data": {"max_sec": 54, "pad_val": 1024},
+    "model": {
+        "vocab_size": 1025,
+        "phoneme_vocab_size": 732,
+        "embedding_dim": 64,
+        "hidden_dim": 64,
+        "head": 4,
+        "linear_units": 256,
+        "n_layer": 2,
+        "dropout": 0,
+        "EOS": 1024,
+    },
+}
+
+OFFICIAL_FILES: tuple[tuple[str, str], ...] = (
+    (GPT_FILE, "T2S (GPT) v2 weights, ~155 MB"),
+    (SOVITS_FILE, "SoVITS v2 generator weights, ~105 MB"),
+    (f"{HUBERT_DIR}/config.json", "HuBERT config"),
+    (f"{HUBERT_DIR}/preprocessor_config.json", "HuBERT feature-extractor config"),
+    (f"{HUBERT_DIR}/pytorch_model.bin", "HuBERT weights, ~190 MB"),
+    (f"{BERT_DIR}/config.json", "Chinese RoBERTa config"),
+    (f"{BERT_DIR}/tokenizer.json", "Chinese RoBERTa tokenizer"),
+    (f"{BERT_DIR}/pytorch_model.bin", "Chinese RoBERTa weights, ~650 MB"),
+)
+
+
+class MissingModels(RuntimeError):
+    """Model files are missing; the message lists each one and where it goes."""
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    root: Path
+    gpt: Path
+    sovits: Path
+    hubert: Path
+    bert: Path
+    g2pw: Path
+
+    @classmethod
+    def under(cls, root: Path, gpt: Path | None = None, sovits: Path | None = None) -> "ModelPaths":
+        return cls(
+            root=root,
+            gpt=gpt or root / GPT_FILE,
+            sovits=sovits or root / SOVITS_FILE,
+            hubert=root / HUBERT_DIR,
+            bert=root / BERT_DIR,
+            g2pw=root / G2PW_DIR,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "ModelPaths":
+        assert settings.models_dir is not None
+        return cls.under(settings.models_dir, settings.gpt_checkpoint, settings.sovits_checkpoint)
+
+
+def missing_files(root: Path) -> list[tuple[str, str]]:
+    return [(name, what) for name, what in OFFICIAL_FILES if not (root / name).is_file()]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(root: Path, kind: str, source: str) -> dict[str, Any]:
+    files = {
+        str(p.relative_to(root)): {"sha256": _sha256(p), "size": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    manifest = {"kind": kind, "source": source, "files": files}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def model_version(paths: ModelPaths) -> str:
+    """``gsv-v2:<12 hex>`` from the checksums of the two checkpoints: a new fine-tune or model
+    release is a new version, so its segments get new content keys and are re-rendered."""
+    manifest_path = paths.root / MANIFEST
+    sums: dict[str, str] = {}
+    if manifest_path.is_file():
+        files = json.loads(manifest_path.read_text()).get("files", {})
+        sums = {name: entry["sha256"] for name, entry in files.items()}
+    parts = []
+    for path in (paths.gpt, paths.sovits):
+        try:
+            name = str(path.relative_to(paths.root))
+        except ValueError:
+            name = ""
+        parts.append(sums.get(name) or (_sha256(path) if path.is_file() else "missing"))
+    return "gsv-v2:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def missing_message(root: Path) -> str:
+    missing = missing_files(root)
+    lines = [f"GPT-SoVITS v2 model files are missing from {root.resolve()}:"]
+    lines += [f"  {root / name}    ({what})" for name, what in missing]
+    lines += [
+        "",
+        f"Fetch them with:  voxmill models pull --dir {root}",
+        f"(from the Hugging Face repository {HUB_REPO}; about 1.1 GB). Offline, copy the files",
+        "above into place by hand, keeping these paths; fine-tuned GPT/SoVITS weights can be",
+        "named with VOXMILL_GPT_CHECKPOINT / VOXMILL_SOVITS_CHECKPOINT instead.",
+    ]
+    return "\n".join(lines)
+
+
+def ensure_models(root: Path) -> None:
+    """Models present → nothing; missing and the hub reachable → pull; else MissingModels."""
+    if not missing_files(root):
+        return
+    if pull(root) != 0:
+        raise MissingModels(missing_message(root))
+
+
+def report_missing(root: Path) -> int:
+    if missing_files(root):
+        print(missing_message(root))
+        return 1
+    print(f"all GPT-SoVITS v2 model files are in {root}")
+    return 0
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def pull(root: Path, include_g2pw: bool = False) -> int:
+    """Download the official v2 files with huggingface_hub and check each against the checksum
+    the hub publishes (sha256 for LFS files, the git blob id for small ones)."""
+    from huggingface_hub import HfApi, hf_hub_download
+    root.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in OFFICIAL_FILES]
+    try:
+        infos = {info.path: info for info in HfApi().get_paths_info(HUB_REPO, names, expand=True)}
+    except Exception as exc:  # any failure to reach the hub (DNS, proxy, HTTP) means: offline
+        print(f"cannot reach the Hugging Face hub ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    for name in names:
+        target = root / name
+        info = infos.get(name)
+        if info is None:
+            print(f"{name} is not in {HUB_REPO}; the repository changed", file=sys.stderr)
+            return 2
+        if not target.is_file():
+            print(f"downloading {name} …")
+            downloaded = hf_hub_download(HUB_REPO, name, local_dir=str(root))
+            if Path(downloaded).resolve() != target.resolve():
+                shutil.copyfile(downloaded, target)
+        lfs = getattr(info, "lfs", None)
+        expected = lfs.sha256 if lfs is not None else info.blob_id
+        actual = _sha256(target) if lfs is not None else _git_blob_sha1(target)
+        if actual != expected:
+            target.unlink()
+            print(f"{name}: checksum mismatch (expected {expected}, got {actual}); removed", file=sys.stderr)
+            return 2
+    if include_g2pw and not (root / G2PW_DIR).is_dir():
+        print(
+            f"G2PW is optional and not fetched automatically: unpack the official G2PWModel folder into {root / G2PW_DIR}",
+            file=sys.stderr,
+        )
+    write_manifest(root, "official", f"hf:{HUB_REPO}")
+    print(f"official GPT-SoVITS v2 models verified in {root}")
+    return 0
+
+
+def make_tiny(root: Path, full_size: bool = False, seed: int = 0) -> None:
+    """Random models in the official formats and layout: tiny (seconds to build and run: tests,
+    ``voxmill demo --tiny``) or with the official v2 dimensions (benchmarks)."""
+    from workers.gpt.model import write_random_checkpoint as write_t2s
+    from workers.gpt.text.bert import write_tiny_bert
+    from workers.sovits.model import v2_config, write_random_checkpoint as write_sovits, write_tiny_hubert
+
+    paths = ModelPaths.under(root)
+    for path in (paths.gpt, paths.sovits):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_t2s(paths.gpt, None if full_size else TINY_T2S_CONFIG, seed=seed)
+    write_sovits(paths.sovits, v2_config(full_size=full_size), seed=seed, full_size=full_size)
+    write_tiny_hubert(paths.hubert, seed=seed)
+    write_tiny_bert(paths.bert, seed=seed)
+    with open(paths.hubert / "preprocessor_config.json", "w") as handle:
+        json.dump({"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}, handle)
+    write_manifest(root, "full-size-random" if full_size else "tiny-random", f"voxmill make-tiny seed={seed}")
+    (root / "READY").write_text("random weights: the audio is noise\n")

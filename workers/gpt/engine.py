@@ -1,0 +1,141 @@
+"""The GPT-SoVITS semantic engine behind the ``jobs.engine`` interface: text → phones (+ BERT
+features for Chinese) → T2S → semantic tokens, conditioned on the voice's prompt as the official
+inference does (prompt phones ++ target phones, prompt semantic tokens as the audio prefix).
+Models are loaded once per process."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.engine import SemanticTokens, SynthesisParams, VoiceFeatures
+from jobs.errors import PermanentJobError
+from jobs.settings import Settings
+from workers.assets import ModelPaths, model_version as assets_model_version
+from workers.checkpoints import CheckpointError
+from workers.gpt.model import SamplingParams, T2SRequest, Text2SemanticModel, generate
+from workers.gpt.text import text_to_phones
+from workers.gpt.text.bert import BertFeatureExtractor
+from workers.gpt.text.segment import SENTENCE_MARKS
+
+_PROMPT_CACHE_SIZE = 256
+# A runaway guard the official inference lacks: normal speech takes about 2 semantic tokens
+# (25 Hz) per phone, so 6 per phone plus a margin never cuts real speech short, but stops a model
+# that never emits EOS (a bad fine-tune, or the random models of `voxmill demo --tiny`) long
+# before the official 1500-step cap. Output is identical whenever the model stops by itself.
+TOKENS_PER_PHONE_CAP = 6
+TOKEN_CAP_MARGIN = 75
+
+
+def _dtype(settings: Settings) -> torch.dtype:
+    return torch.float16 if settings.precision == "fp16" and settings.device.startswith("cuda") else torch.float32
+
+
+@lru_cache(maxsize=2)
+def _load_t2s(path: Path, device: str, dtype: torch.dtype) -> Text2SemanticModel:
+    return Text2SemanticModel.load(path, device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=2)
+def _load_bert(path: Path, device: str, dtype: torch.dtype) -> BertFeatureExtractor:
+    return BertFeatureExtractor.load(path, device=device, dtype=dtype)
+
+
+def with_final_mark(text: str, language: str) -> str:
+    """The official inference ends every text with a sentence mark so the model stops cleanly."""
+    text = text.strip("\n")
+    if text and text[-1] not in SENTENCE_MARKS:
+        text += "." if language == "en" else "。"
+    return text
+
+
+class GPTSoVITSSemantic:
+    def __init__(self, settings: Settings) -> None:
+        paths = ModelPaths.from_settings(settings)
+        dtype = _dtype(settings)
+        try:
+            self.model = _load_t2s(paths.gpt, settings.device, dtype)
+            self.bert = _load_bert(paths.bert, settings.device, dtype)
+        except (CheckpointError, OSError, ValueError) as exc:
+            raise PermanentJobError(str(exc), code="model_unavailable") from exc
+        self.model_version = assets_model_version(paths)
+        self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _phones_and_bert(self, text: str, language: str) -> tuple[list[int], torch.Tensor]:
+        phonemized = text_to_phones(with_final_mark(text, language), language)
+        if not phonemized.phone_ids:
+            raise PermanentJobError(f"nothing to pronounce in {text!r}", code="no_phones")
+        return list(phonemized.phone_ids), self.bert.features_for(phonemized)
+
+    def _prompt(self, voice: VoiceFeatures) -> tuple[list[int], torch.Tensor]:
+        assert voice.prompt_text is not None
+        key = (voice.prompt_text, voice.prompt_language)
+        with self._lock:
+            if key in self._prompts:
+                self._prompts.move_to_end(key)
+                return self._prompts[key]
+        value = self._phones_and_bert(voice.prompt_text, voice.prompt_language)
+        with self._lock:
+            self._prompts[key] = value
+            while len(self._prompts) > _PROMPT_CACHE_SIZE:
+                self._prompts.popitem(last=False)
+        return value
+
+    def request(self, text: str, language: str, voice: VoiceFeatures, params: SynthesisParams) -> tuple[T2SRequest, list[int]]:
+        """The T2S request for one segment, and the target phones SoVITS will need."""
+        target_ids, target_bert = self._phones_and_bert(text, language)
+        prompted = voice.prompt_text is not None and voice.prompt_semantic is not None
+        if prompted:
+            prompt_ids, prompt_bert = self._prompt(voice)
+            phones = prompt_ids + target_ids
+            bert = torch.cat([prompt_bert, target_bert], dim=1)  # [1024, P_prompt + P_target]
+            prompt = torch.as_tensor(np.asarray(voice.prompt_semantic), dtype=torch.long)
+        else:
+            phones, bert, prompt = target_ids, target_bert, None
+        sampling = SamplingParams(
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
+            repetition_penalty=params.repetition_penalty,
+            max_steps=min(SamplingParams().max_steps, TOKEN_CAP_MARGIN + TOKENS_PER_PHONE_CAP * len(target_ids)),
+        )
+        request = T2SRequest(
+            phones=torch.as_tensor(phones, dtype=torch.long),
+            bert=bert,
+            prompt=prompt,
+            seed=params.seed,
+            params=sampling,
+        )
+        return request, target_ids
+
+    def text_to_semantic(
+        self, text: str, language: str, voice: VoiceFeatures, params: SynthesisParams
+    ) -> SemanticTokens:
+        return self.text_to_semantic_batch([(text, language)], voice, params)[0]
+
+    @torch.inference_mode()
+    def text_to_semantic_batch(
+        self, texts: list[tuple[str, str]], voice: VoiceFeatures, params: SynthesisParams
+    ) -> list[SemanticTokens]:
+        """Several segments of one voice in one batched T2S run (each stops on its own)."""
+        prepared = [self.request(text, language, voice, params) for text, language in texts]
+        results = generate(self.model, [request for request, _ in prepared])
+        # webui_tokens: exactly what the official inference hands to SoVITS (see T2SResult).
+        return [
+            SemanticTokens(tokens=result.webui_tokens.cpu().numpy().astype(np.int64), phones=np.asarray(ids, np.int64))
+            for result, (_, ids) in zip(results, prepared)
+        ]
+
+
+def model_version(settings: Settings) -> str:
+    return assets_model_version(ModelPaths.from_settings(settings))
+
+
+def create_semantic_engine(settings: Settings) -> GPTSoVITSSemantic:
+    return GPTSoVITSSemantic(settings)

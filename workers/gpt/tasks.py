@@ -1,0 +1,97 @@
+"""The gpt queue's tasks: planning a job into segments, and text → semantic tokens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from celery import Celery
+
+from db.models import Job
+from jobs import cache, lifecycle, metrics
+from jobs.books import BookOptions
+from jobs.celery_app import TaskName, VoxmillTask
+from jobs.keys import segment_object_key
+from jobs.lifecycle import StageClaim, StageOutput
+from jobs.logs import bind_log_context
+from jobs.runtime import Runtime
+from jobs.stages import error_code, is_transient, retry_task, run_stage
+from jobs.states import JobStatus, Stage
+from jobs.voices import voice_features
+from workers.gpt.book_planning import plan_book
+from workers.gpt.planning import plan_segments
+from workers.gpt.sources import parse_source
+
+
+def plan(runtime: Runtime, job_id: uuid.UUID) -> None:
+    settings = runtime.settings
+    with runtime.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            return
+        planned: list[lifecycle.PlannedSegment] = []
+        if job.status == JobStatus.QUEUED.value:
+            job.model_version = runtime.model_version
+            if job.source_key is not None:
+                planned = plan_book_job(runtime, job)
+            else:
+                planned = plan_segments(
+                    job.text,
+                    job.split_method,
+                    job.language,
+                    job.voice_id,
+                    job.model_version,
+                    job.params,
+                    settings.segment_max_chars,
+                )
+            # Every segment already rendered for this tenant starts finished (render cache).
+            found = cache.lookup_many(runtime, session, job.tenant_id, [(p.content_key, len(p.text)) for p in planned])
+            planned = [replace(p, reuse=found.get(p.content_key)) for p in planned]
+        lifecycle.start_job(session, runtime, job_id, planned)
+
+
+def plan_book_job(runtime: Runtime, job: Job) -> list[lifecycle.PlannedSegment]:
+    """Parse the stored source and plan its chapters; the chapter titles go on the job."""
+    assert job.source_key is not None and job.source_format is not None and job.model_version is not None
+    book = parse_source(runtime.storage.get(job.source_key), job.source_format)
+    options = BookOptions.from_dict(job.book, runtime.settings)
+    result = plan_book(
+        book,
+        options,
+        job.split_method,
+        job.language,
+        job.voice_id,
+        job.model_version,
+        job.params,
+        runtime.settings.segment_max_chars,
+    )
+    job.book = {**options.as_dict(), "title": book.title, "chapters": result.chapter_titles}
+    return result.segments
+
+
+def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
+    voice = voice_features(runtime, claim)
+    semantic = runtime.semantic_engine.text_to_semantic(claim.text, claim.language, voice, claim.params)
+    key = segment_object_key(claim.tenant_id, claim.content_key, "semantic.npz")
+    stored = runtime.storage.put(key, semantic.to_bytes(), "application/octet-stream")
+    return StageOutput(columns={"semantic_key": key}, artifacts={"semantic": stored})
+
+
+def register(app: Celery) -> None:
+    @app.task(bind=True, shared=False, name=TaskName.PLAN_JOB.value)
+    def plan_job(self: VoxmillTask, job_id: str) -> None:
+        bind_log_context(job_id=job_id, stage="plan")
+        try:
+            with metrics.timed("plan"):
+                plan(self.runtime, uuid.UUID(job_id))
+        except Exception as exc:
+            if is_transient(exc):
+                raise retry_task(self, exc, self.request.retries + 1) from exc
+            with self.runtime.transaction() as session:
+                lifecycle.fail_job(
+                    session, self.runtime, uuid.UUID(job_id), JobStatus.QUEUED, error_code(exc), str(exc)
+                )
+
+    @app.task(bind=True, shared=False, name=TaskName.SYNTHESIZE_SEMANTIC.value)
+    def semantic_task(self: VoxmillTask, segment_id: str) -> str:
+        return run_stage(self, Stage.GPT, segment_id, synthesize_semantic)

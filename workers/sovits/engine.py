@@ -1,0 +1,142 @@
+"""The GPT-SoVITS acoustic engine and voice encoder behind the ``jobs.engine`` interface:
+semantic tokens + a voice's stored features → 32 kHz waveform (torch or ONNX Runtime), and
+reference clips → voice features (style vector over every clip, HuBERT prompt tokens of the
+first, resemblyzer speaker embedding over every clip). Models are loaded once per process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.engine import ReferenceClip, SemanticTokens, SynthesisParams, VoiceFeatures, Waveform
+from jobs.errors import PermanentJobError
+from jobs.settings import Settings
+from workers.assets import ModelPaths, model_version as assets_model_version
+from workers.checkpoints import CheckpointError
+from workers.sovits.model import HubertContent, SoVITSModel, prompt_semantic, reference_spectrogram
+
+SAMPLE_RATE = 32000
+log = logging.getLogger("voxmill.sovits")
+
+
+def _dtype(settings: Settings) -> torch.dtype:
+    return torch.float16 if settings.precision == "fp16" and settings.device.startswith("cuda") else torch.float32
+
+
+@lru_cache(maxsize=4)
+def _load_sovits(path: Path, device: str, dtype: torch.dtype) -> SoVITSModel:
+    return SoVITSModel.load(path, device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=2)
+def _load_hubert(path: Path, device: str, dtype: torch.dtype) -> HubertContent:
+    return HubertContent.load(path, device=device, dtype=dtype)
+
+
+def _checked(loader: object, *args: object) -> object:
+    try:
+        return loader(*args)  # type: ignore[operator]
+    except (CheckpointError, OSError) as exc:
+        raise PermanentJobError(str(exc), code="model_unavailable") from exc
+
+
+class GPTSoVITSAcoustic:
+    def __init__(self, settings: Settings) -> None:
+        self.paths = ModelPaths.from_settings(settings)
+        self.device = settings.device
+        self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, self.device, _dtype(settings))  # type: ignore[assignment]
+        self.model_version = assets_model_version(self.paths)
+        self.onnx = None
+        if settings.sovits_runtime == "onnx":
+            self.onnx = _onnx_decoder(self.model, self.paths, self.model_version, self.device)
+        # torch's CPU kernels are thread-safe, but one model serving two threads at once only
+        # halves each one's speed; a lock keeps a threads pool honest.
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def synthesize(self, semantic: SemanticTokens, voice: VoiceFeatures, params: SynthesisParams) -> Waveform:
+        if len(semantic.tokens) == 0:
+            raise PermanentJobError("the gpt stage produced no semantic tokens", code="empty_semantic")
+        codes = torch.as_tensor(semantic.tokens, dtype=torch.long).view(1, 1, -1)  # [1, 1, T]
+        phones = torch.as_tensor(semantic.phones, dtype=torch.long).view(1, -1)  # [1, P]
+        style = torch.as_tensor(voice.style, dtype=torch.float32).view(1, -1, 1)  # [1, gin, 1]
+        generator = torch.Generator().manual_seed(params.seed)
+        with self._lock:
+            if self.onnx is not None and params.speed == 1.0:
+                wav = self.onnx.decode(codes, phones, style, params.noise_scale, generator)
+            else:
+                wav = self.model.decode(
+                    codes.to(self.model.device),
+                    phones.to(self.model.device),
+                    style.to(self.model.device),
+                    noise_scale=params.noise_scale,
+                    speed=params.speed,
+                    generator=generator,
+                )
+        samples = wav[0, 0].float().cpu().numpy()
+        peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+        if peak > 1.0:  # the official inference rescales a waveform that overshoots full scale
+            samples = samples / peak
+        return Waveform(samples.astype(np.float32), SAMPLE_RATE)
+
+
+def _onnx_decoder(model: SoVITSModel, paths: ModelPaths, version: str, device: str) -> object:
+    from workers.sovits.model.onnx_decoder import OnnxDecoder, export_decoder
+
+    target = paths.root / "onnx" / f"sovits-decoder-{version.replace(':', '-')}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        export_decoder(model.float().cpu(), target)
+        model.to(device)
+    return OnnxDecoder(target, device=device)
+
+
+class GPTSoVITSVoiceEncoder:
+    def __init__(self, settings: Settings) -> None:
+        self.paths = ModelPaths.from_settings(settings)
+        dtype = _dtype(settings)
+        self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, settings.device, dtype)  # type: ignore[assignment]
+        self.hubert: HubertContent = _checked(_load_hubert, self.paths.hubert, settings.device, dtype)  # type: ignore[assignment]
+        self.model_version = assets_model_version(self.paths)
+
+    @torch.inference_mode()
+    def encode(self, references: list[ReferenceClip], transcript: str | None, language: str) -> VoiceFeatures:
+        specs = [reference_spectrogram(torch.from_numpy(np.asarray(c.audio_32k, np.float32))) for c in references]
+        style = self.model.style_vector(specs)  # [1, gin, 1], averaged over the clips
+        prompt = None
+        if transcript is not None:
+            wav16k = torch.from_numpy(np.asarray(references[0].audio_16k, np.float32))
+            prompt = prompt_semantic(self.hubert, self.model, wav16k).cpu().numpy().astype(np.int64)
+        return VoiceFeatures(
+            prompt_text=transcript,
+            prompt_language=language,
+            prompt_semantic=prompt,
+            style=style.float().cpu().numpy().reshape(-1),
+            speaker_embedding=reference_embedding(references),
+        )
+
+
+def reference_embedding(references: list[ReferenceClip]) -> np.ndarray | None:
+    """The voice's resemblyzer d-vector (float32 [256], unit norm) over every reference clip, for
+    the post stage's speaker-similarity score. None when resemblyzer finds too little voiced
+    audio: the voice still works, only that score is missing."""
+    from workers.post.audio.quality import references_embedding
+
+    try:
+        return references_embedding([c.audio_16k for c in references])
+    except ValueError as exc:
+        log.warning("no speaker embedding for this voice: %s", exc)
+        return None
+
+
+def create_acoustic_engine(settings: Settings) -> GPTSoVITSAcoustic:
+    return GPTSoVITSAcoustic(settings)
+
+
+def create_voice_encoder(settings: Settings) -> GPTSoVITSVoiceEncoder:
+    return GPTSoVITSVoiceEncoder(settings)

@@ -1,0 +1,232 @@
+"""Official SoVITS checkpoints (``*.pth``) <-> ``SoVITSModel``: version check, strict key check,
+weight-norm folding, and random checkpoints in the official layout for tests and benchmarks.
+
+Format facts (RVC-Boss/GPT-SoVITS; the container itself is read by ``workers.checkpoints``):
+
+* ``weight`` is the generator's state dict minus every ``enc_q.*`` key, all fp16 (the VQ
+  buffers too: ``inited`` is stored as fp16 1.0). A full v2 file has 673 keys; its parameters
+  (excluding the four ``quantizer`` buffers) number 40,815,744.
+* Weight-norm convs are stored with the old ``weight_g``/``weight_v`` names (see
+  ``weight_norm``); flows sit at even indices only (odd ones are parameter-free flips).
+* Version: the two-byte header when present (``05`` v2Pro, ``06`` v2ProPlus, ``02``-``04`` v3/v4
+  and LoRA, ``00`` v1, ``01`` v2); otherwise by weights: ``enc_p.text_embedding.weight`` has 322
+  rows in v1 and 732 in v2. The official size-based probe is wrong for small v2 files; unused.
+* The official loader uses ``strict=False`` and so silently runs half-random models; we refuse
+  any missing, unexpected or mis-shaped key. The one exception: ``enc_q.*`` keys (posterior
+  encoder, training only), which the official pretrained base files still carry, are dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.checkpoints import (
+    CheckpointError,
+    Container,
+    UnsupportedModelVersion,
+    cast_state_dict,
+    read_container,
+    write_container,
+)
+
+from . import weight_norm
+from .config import V1_SYMBOLS, V2_SYMBOLS, SoVITSConfig
+from .synthesizer import SoVITSModel
+
+SUPPORTED_VERSION = "v2"
+_TRAINING_ONLY_PREFIX = "enc_q."
+# Keys only newer model families have: their presence means "not plain v2" even without a header.
+_FAMILY_MARKERS = {
+    "sv_emb.": "v2Pro/v2ProPlus",
+    "ge_to512.": "v2Pro/v2ProPlus",
+    "prelu.": "v2Pro/v2ProPlus",
+    "cfm.": "v3/v4",
+    "bridge.": "v3/v4",
+    "wns1.": "v3/v4",
+}
+
+# The official s2.json v2 config (model + data sections that inference reads).
+_V2_CONFIG: dict[str, Any] = {
+    "data": {
+        "max_wav_value": 32768.0,
+        "sampling_rate": 32000,
+        "filter_length": 2048,
+        "hop_length": 640,
+        "win_length": 2048,
+        "n_mel_channels": 128,
+        "mel_fmin": 0.0,
+        "mel_fmax": None,
+        "add_blank": True,
+        "n_speakers": 300,
+        "cleaned_text": True,
+    },
+    "model": {
+        "inter_channels": 192,
+        "hidden_channels": 192,
+        "filter_channels": 768,
+        "n_heads": 2,
+        "n_layers": 6,
+        "kernel_size": 3,
+        "p_dropout": 0.1,
+        "resblock": "1",
+        "resblock_kernel_sizes": [3, 7, 11],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "upsample_rates": [10, 8, 2, 2, 2],
+        "upsample_initial_channel": 512,
+        "upsample_kernel_sizes": [16, 16, 8, 2, 2],
+        "n_layers_q": 3,
+        "use_spectral_norm": False,
+        "gin_channels": 512,
+        "semantic_frame_rate": "25hz",
+        "freeze_quantizer": True,
+        "version": "v2",
+    },
+    "train": {"segment_size": 20480},
+    "version": "v2",
+}
+# Shrunk where the official classes allow it (hidden/gin are fixed by MRTE, see config.py).
+_SMALL_MODEL = {
+    "inter_channels": 32,
+    "filter_channels": 64,
+    "n_layers": 2,
+    "upsample_initial_channel": 64,
+}
+
+
+def v2_config(full_size: bool = True) -> dict[str, Any]:
+    """An official-layout v2 ``config`` dict: the real s2.json sizes, or a small variant."""
+    config = copy.deepcopy(_V2_CONFIG)
+    if not full_size:
+        config["model"].update(_SMALL_MODEL)
+    return config
+
+
+def detect_version(container: Container, path: str | Path = "") -> str:
+    """The model version of a checkpoint; raises ``UnsupportedModelVersion`` for anything
+    other than v2."""
+    where = f"{path}: " if path else ""
+    header = container.header_version
+    if header is not None and header not in ("v1", "v2"):
+        raise UnsupportedModelVersion(
+            f"{where}a GPT-SoVITS {header} model (file header); voxmill runs v2 models only"
+        )
+    for marker, family in _FAMILY_MARKERS.items():
+        if any(k.startswith(marker) for k in container.weight):
+            raise UnsupportedModelVersion(
+                f"{where}has '{marker}*' weights, so it is a GPT-SoVITS {family} model; "
+                "voxmill runs v2 models only"
+            )
+    embedding = container.weight.get("enc_p.text_embedding.weight")
+    if embedding is None:
+        return SUPPORTED_VERSION  # the strict key check reports the missing key
+    rows = int(embedding.shape[0])
+    if rows == V1_SYMBOLS or header == "v1":
+        raise UnsupportedModelVersion(
+            f"{where}a GPT-SoVITS v1 model ({rows}-symbol phone table); voxmill runs v2 models only"
+        )
+    if rows != V2_SYMBOLS:
+        raise CheckpointError(
+            f"{where}enc_p.text_embedding.weight has {rows} rows; v2 has {V2_SYMBOLS}, v1 {V1_SYMBOLS}"
+        )
+    return SUPPORTED_VERSION
+
+
+def _list(keys: set[str], limit: int = 8) -> str:
+    shown = sorted(keys)[:limit]
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(shown) + more
+
+
+def check_keys(
+    found: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: str | Path
+) -> None:
+    """Raise ``CheckpointError`` unless ``found`` has exactly the ``expected`` keys and shapes."""
+    missing = set(expected) - set(found)
+    unexpected = set(found) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
+    wrong = {
+        f"{k} {tuple(found[k].shape)} != {expected[k]}"
+        for k in set(found) & set(expected)
+        if tuple(found[k].shape) != expected[k]
+    }
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped key(s): {_list(wrong)}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: does not match the SoVITS v2 model of its config; " + "; ".join(problems)
+        )
+
+
+def load_sovits(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> SoVITSModel:
+    """Read, check and load an official v2 checkpoint; the model comes back in eval mode."""
+    container = read_container(path)
+    version = detect_version(container, path)
+    try:
+        # The weights decide the version, as in the official loader, whatever the config says.
+        config = dataclasses.replace(SoVITSConfig.from_dict(container.config), version=version)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unusable model config ({exc})") from exc
+    # fp16 on disk; fold and load in fp32 (as the official fp32 model does), then cast.
+    weight = cast_state_dict(
+        {k: v for k, v in container.weight.items() if not k.startswith(_TRAINING_ONLY_PREFIX)}, torch.float32
+    )
+    with torch.device("meta"):
+        shapes = SoVITSModel(config).official_key_shapes()
+    check_keys(weight, shapes, path)
+    model = SoVITSModel(config)
+    for prefix in weight_norm.marked_prefixes(model):
+        g, v = weight.pop(f"{prefix}.weight_g"), weight.pop(f"{prefix}.weight_v")
+        weight[f"{prefix}.weight"] = weight_norm.fold(g, v)
+    model.load_state_dict(weight, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def random_state_dict(config: SoVITSConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Official-layout weights of a random model: default torch init, with small noise on every
+    tensor that would otherwise be constant (LayerNorm gains, biases), an N(0,1) codebook and
+    ``inited`` = 1, so nothing in a round trip can pass by accident."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SoVITSModel(config)
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        t = tensor.clone().float()
+        if t.numel() > 1 and t.std() == 0:
+            t += 0.02 * torch.randn(t.shape, generator=gen)
+        state[key] = t
+    cb = "quantizer.vq.layers.0._codebook."
+    state[cb + "embed"] = torch.randn(state[cb + "embed"].shape, generator=gen)
+    state[cb + "embed_avg"] = state[cb + "embed"].clone()
+    state[cb + "cluster_size"] = torch.ones_like(state[cb + "cluster_size"])
+    state[cb + "inited"] = torch.ones(1)
+    for prefix in weight_norm.marked_prefixes(model):
+        g, v = weight_norm.unfold(state.pop(f"{prefix}.weight"))
+        state[f"{prefix}.weight_g"], state[f"{prefix}.weight_v"] = g, v
+    return state
+
+
+def write_random_checkpoint(
+    path: str | Path,
+    config_dict: dict[str, Any] | None = None,
+    seed: int = 0,
+    full_size: bool = False,
+    header_version: str | None = None,
+) -> None:
+    """Write a random v2 model in the official container (fp16, no ``enc_q``). Without
+    ``config_dict`` the config is ``v2_config(full_size)``: full size gives the official 673 keys."""
+    config_dict = copy.deepcopy(config_dict) if config_dict is not None else v2_config(full_size)
+    config = SoVITSConfig.from_dict(config_dict)
+    write_container(path, random_state_dict(config, seed), config_dict, "1epoch_1iteration", header_version)

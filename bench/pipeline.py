@@ -11,7 +11,6 @@ Celery task round trip and an empty PostgreSQL transaction)."""
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

@@ -43,6 +43,7 @@ from jobs.submission import (
     SPLIT_METHODS,
     RequestRejected,
     job_for_idempotency_key,
+    race_winner,
     replay,
 )
 
@@ -65,7 +66,7 @@ class BookOptions:
     lexicon: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, settings: "Settings") -> "BookOptions":
+    def from_dict(cls, data: dict[str, Any] | None, settings: Settings) -> BookOptions:
         """Validated options; ``RequestRejected`` (422 ``invalid_book_options``) says what is wrong."""
         raw = dict(data or {})
         pauses = dict(raw.pop("pauses", None) or {})
@@ -170,7 +171,7 @@ class BookRequest:
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check(request: BookRequest, settings: "Settings") -> int:
+def _check(request: BookRequest, settings: Settings) -> int:
     if not request.source.strip():
         raise RequestRejected(422, "empty_text", "the book is empty")
     if len(request.source) > settings.max_book_bytes:
@@ -193,7 +194,7 @@ def _check(request: BookRequest, settings: "Settings") -> int:
 
 
 def submit_book(
-    runtime: "Runtime", tenant_id: uuid.UUID, request: BookRequest, idempotency_key: str | None = None
+    runtime: Runtime, tenant_id: uuid.UUID, request: BookRequest, idempotency_key: str | None = None
 ) -> tuple[Job, bool]:
     """Store the source, upsert the project, supersede its unfinished render and queue a job.
     Returns (job, created); a repeated idempotency key returns the first job."""
@@ -245,18 +246,15 @@ def submit_book(
             )
         return job, True
     except IntegrityError:
-        if not idempotency_key:
+        existing = race_winner(runtime, tenant_id, idempotency_key)
+        if existing is None:
             raise
-        with runtime.transaction() as session:
-            existing = job_for_idempotency_key(session, tenant_id, idempotency_key)
-            if existing is None:
-                raise
-            return replay(existing, fingerprint), False
+        return replay(existing, fingerprint), False
 
 
 def create_project_job(
     session: Any,
-    runtime: "Runtime",
+    runtime: Runtime,
     project: Project,
     *,
     sample_rate: int | None = None,

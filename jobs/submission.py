@@ -124,14 +124,10 @@ def submit_job(
             )
         return job, True
     except IntegrityError:
-        # Two requests with one idempotency key raced; the other one's row won.
-        if not idempotency_key:
+        existing = race_winner(runtime, tenant_id, idempotency_key)
+        if existing is None:
             raise
-        with runtime.transaction() as session:
-            existing = job_for_idempotency_key(session, tenant_id, idempotency_key)
-            if existing is None:
-                raise
-            return replay(existing, fingerprint), False
+        return replay(existing, fingerprint), False
 
 
 def unstorable_reason(value: str) -> str | None:
@@ -155,6 +151,15 @@ def check_storable(value: str, code: str, what: str) -> None:
 def job_for_idempotency_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
     job: Job | None = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
     return job
+
+
+def race_winner(runtime: Runtime, tenant_id: uuid.UUID, idempotency_key: str | None) -> Job | None:
+    """After an insert failed on a unique constraint: the job of another request with the same
+    idempotency key that committed first, or None when that is not what happened."""
+    if not idempotency_key:
+        return None
+    with runtime.transaction() as session:
+        return job_for_idempotency_key(session, tenant_id, idempotency_key)
 
 
 def replay(job: Job, fingerprint: str) -> Job:

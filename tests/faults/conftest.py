@@ -86,17 +86,18 @@ def fault_run(
     fault_voice: PreparedReference,
     tmp_path: Path,
 ) -> Iterator[Callable[..., FaultRun]]:
-    """``fault_run(name, receiver=None, **env)``: a started run (processes, voice), closed after."""
+    """``fault_run(name, receiver=None, supervise=True, **env)``: a started run (processes,
+    voice), closed after. ``supervise=False`` leaves a pool that exits down, for tests of exits."""
     s3, proxy = fault_s3
     receivers: list[DeliveryReceiver] = []
 
-    def make(fault: str, receiver: DeliveryReceiver | None = None, **overrides: str) -> FaultRun:
+    def make(fault: str, receiver: DeliveryReceiver | None = None, supervise: bool = True, **overrides: str) -> FaultRun:
         if receiver is None:
             receiver = DeliveryReceiver().start()
             receivers.append(receiver)
         run = FaultRun(fault, private_pg, private_redis, s3, proxy, receiver, tmp_path, {**FAST_RECOVERY, **overrides})
         _ACTIVE.append(run)
-        return run.start(fault_voice)
+        return run.start(fault_voice, supervise)
 
     yield make
     for run in _ACTIVE:

@@ -27,7 +27,7 @@ def segment_status(run: FaultRun, segment_id: str) -> str:
 
 
 def test_sigterm_lets_a_worker_finish_its_segment(fault_run: RunFactory) -> None:
-    run = fault_run("SIGTERM", VOXMILL_ENGINE_OPTIONS_JSON='{"sovits_delay_s": 2}')
+    run = fault_run("SIGTERM", supervise=False, VOXMILL_ENGINE_OPTIONS_JSON='{"sovits_delay_s": 2}')
     submission = run.submissions[0]
     run.submit(submission)
     assert submission.job_id is not None
@@ -48,7 +48,7 @@ def test_sigterm_lets_a_worker_finish_its_segment(fault_run: RunFactory) -> None
 
 
 def test_worker_past_its_memory_limit_recycles_after_its_task(fault_run: RunFactory) -> None:
-    run = fault_run("memory recycling")
+    run = fault_run("memory recycling", supervise=False)
     run.workers["gpt"].stop()
     run.cluster.env["VOXMILL_WORKER_MAX_MEMORY_PER_CHILD_KB"] = "1"  # any process is above this
     small = run.replace_worker("gpt")

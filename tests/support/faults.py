@@ -388,6 +388,9 @@ class FaultReport:
     # The same delivery received again after a success (at-least-once: a worker lost between
     # the receiver's answer and recording it); receivers de-duplicate on Voxmill-Delivery-Id.
     webhook_resends: int = 0
+    # Pools that exited by themselves and were started again, as systemd's Restart=always does
+    # in production (kombu can end a worker with "Unrecoverable error" while Redis goes away).
+    pool_restarts: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -396,7 +399,9 @@ REPORTS: list[FaultReport] = []
 
 
 def report_table(reports: list[FaultReport]) -> str:
-    header = ("fault", "jobs", "ok", "lost", "duplicated", "redone segments", "webhook resends", "seconds")
+    header = (
+        "fault", "jobs", "ok", "lost", "duplicated", "redone segments", "webhook resends", "pool restarts", "seconds",
+    )  # fmt: skip
     rows = [
         (
             r.fault,
@@ -406,6 +411,7 @@ def report_table(reports: list[FaultReport]) -> str:
             str(r.duplicated),
             str(r.redone),
             str(r.webhook_resends),
+            str(r.pool_restarts),
             f"{r.seconds:.0f}",
         )
         for r in reports
@@ -459,12 +465,18 @@ class FaultRun:
         self.voice_id = ""
         self.workers: dict[str, Process] = {}
         self._submitter: threading.Thread | None = None
+        # The supervisor: held while a pool is replaced on purpose, so it never restarts one twice.
+        self.pool_lock = threading.RLock()
+        self.pool_restarts: list[str] = []
+        self._supervising = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # -- processes
 
-    def start(self, voice: "PreparedReference") -> "FaultRun":
+    def start(self, voice: "PreparedReference", supervise: bool = True) -> "FaultRun":
         """API, one pool per queue and beat, started side by side; then the voice, submitted as
-        the API does with the reference analysed once per session (tests/jobs covers uploads)."""
+        the API does with the reference analysed once per session (tests/jobs covers uploads).
+        ``supervise``: pools that exit by themselves are started again (see ``_supervise``)."""
         self.cluster.api_port = free_port()
         started = {
             "api": self.cluster.start("api", "api", "--port", str(self.cluster.api_port)),
@@ -475,6 +487,10 @@ class FaultRun:
             self._wait_ready(started[queue], "ready.")
             self.workers[queue] = started[queue]
         self._wait_ready(started["beat"], "Scheduler")
+        if supervise:
+            self._supervising.set()
+            self._supervisor = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
+            self._supervisor.start()
         self.api = f"http://127.0.0.1:{self.cluster.api_port}"
         wait_for(self._api_up, 90, "the API", interval=0.1)
         runtime = Runtime(Settings(**{k[8:].lower(): v for k, v in self.cluster.env.items() if k.startswith("VOXMILL_")}))
@@ -509,9 +525,22 @@ class FaultRun:
             return False
 
     def replace_worker(self, queue: str) -> Process:
-        process = self.cluster.worker(queue, "--name", f"r{len(self.cluster.processes)}")
-        self.workers[queue] = process
-        return process
+        with self.pool_lock:
+            process = self.cluster.worker(queue, "--name", f"r{len(self.cluster.processes)}")
+            self.workers[queue] = process
+            return process
+
+    def _supervise(self) -> None:
+        """Start again a pool that exited by itself, as the production units do
+        (``Restart=always``); what a restart cost is in the report."""
+        while self._supervising.wait(0.5) and self._supervising.is_set():
+            with self.pool_lock:
+                if not self._supervising.is_set():
+                    return
+                for queue, process in list(self.workers.items()):
+                    if not process.alive():
+                        self.pool_restarts.append(f"{queue} (exit {process.popen.returncode})")
+                        self.replace_worker(queue)
 
     # -- jobs
 
@@ -626,7 +655,7 @@ class FaultRun:
     def account(self) -> FaultReport:
         """Count jobs ok / lost / duplicated, check every artifact against the bucket, and list
         anything orphaned. Recorded for the summary table, then returned for the assertions."""
-        report = FaultReport(self.fault, JOBS_PER_RUN)
+        report = FaultReport(self.fault, JOBS_PER_RUN, pool_restarts=len(self.pool_restarts))
         problems = report.problems
         with self.db.connect() as conn:
             jobs = {str(j.id): j for j in conn.execute(select(Job)).all()}
@@ -761,6 +790,10 @@ class FaultRun:
         return "\n".join(p.log() for p in self.cluster.processes)
 
     def close(self) -> None:
+        with self.pool_lock:
+            self._supervising.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=90)
         # SIGTERM to every process at once, then wait: a warm shutdown each, side by side.
         alive = [p for p in self.cluster.processes if p.alive()]
         for process in alive:
@@ -810,9 +843,10 @@ def kill_mid_task(run: FaultRun, queue: str, tries: int = 6) -> list[str]:
     status = f"{queue}_running"
     for _ in range(tries):
         wait_for(lambda: run.segments_in(status), 120, f"a segment in {status}", interval=0.02)
-        run.workers[queue].kill9()
-        held = run.segments_in(status)
-        run.replace_worker(queue)
+        with run.pool_lock:
+            run.workers[queue].kill9()
+            held = run.segments_in(status)
+            run.replace_worker(queue)
         if held:
             return held
     raise AssertionError(f"no kill of the {queue} pool landed mid-task in {tries} tries")

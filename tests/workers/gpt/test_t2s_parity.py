@@ -6,7 +6,6 @@ The official run recorded the raw output-head logits with a forward hook on ``ar
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -36,7 +36,6 @@ from workers.gpt.text.en_g2p import (  # noqa: E402
     lookup_word,
 )
 from workers.gpt.text.en_norm import normalize_en  # noqa: E402
-from workers.gpt.text.ja_g2p import DEBIAN_DICT_DIR  # noqa: E402
 from workers.gpt.text.zh_g2p import syllable_to_phones  # noqa: E402
 from workers.gpt.text.zh_norm import normalize_zh, read_cardinal, read_number  # noqa: E402
 

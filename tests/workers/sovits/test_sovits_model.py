@@ -28,8 +28,6 @@ from tests.support.official import OFFICIAL, PARITY
 
 torch.set_num_threads(1)
 
-SHARED = OFFICIAL
-PARITY = SHARED / "parity-small"
 SMALL = PARITY / "s2G_small.pth"
 
 
@@ -296,7 +294,7 @@ def test_config_rejects_impossible_sizes() -> None:
 
 
 def _official_rows() -> dict[str, tuple[int, ...]]:
-    with open(SHARED / "sovits_v2_keys.tsv", newline="") as f:
+    with open(OFFICIAL / "sovits_v2_keys.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     return {
         r["key"]: tuple(int(n) for n in r["shape"].split("x"))

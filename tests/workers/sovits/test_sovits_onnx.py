@@ -5,7 +5,6 @@ are around 1e-7 on CPU."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

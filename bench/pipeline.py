@@ -69,6 +69,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--storage", choices=["local", "s3"], default="local")
     parser.add_argument("--submitters", type=int, default=4)
+    parser.add_argument("--one-at-a-time", type=int, default=20, help="jobs then sent singly, each after the last finished")
     args = parser.parse_args()
 
     database_url = create_database()
@@ -151,6 +152,33 @@ def main() -> int:
         print("mean time per step (ms):")
         for name, value in steps.items():
             print(f"  {name:<28} {value:8.1f}")
+
+        # The same path with no queue ahead of it: what one job costs end to end.
+        def finished(job_id: str) -> bool:
+            with engine.connect() as connection:
+                status = connection.execute(select(Job.status).where(Job.id == uuid.UUID(job_id))).scalar()
+            return status in ("succeeded", "failed", "cancelled")
+
+        single = []
+        for i in range(args.one_at_a_time):
+            job_id = submit(args.jobs + i)
+            wait_for(lambda: finished(job_id), 60, "the job", interval=0.005)
+            single.append(job_id)
+        if single:
+            with engine.connect() as connection:
+                alone = [
+                    (r.finished_at - r.created_at).total_seconds() * 1000
+                    for r in connection.execute(
+                        select(Job.created_at, Job.finished_at).where(Job.id.in_([uuid.UUID(i) for i in single]))
+                    ).all()
+                ]
+            print(
+                f"one job at a time ({len(alone)} jobs): submit→succeeded p50 {percentile(alone, 0.5):.0f} ms, "
+                f"p95 {percentile(alone, 0.95):.0f} ms"
+            )
+            print("mean time per step, one at a time (ms):")
+            for name, value in _step_times(engine, single).items():
+                print(f"  {name:<28} {value:8.1f}")
         engine.dispose()
         base = baseline(database_url, broker)
         print("baseline on this machine, same run:")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import Celery, Task
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from jobs.settings import Settings
 
@@ -81,6 +82,12 @@ class VoxmillTask(Task):  # type: ignore[misc]
             return super().__call__(*args, **kwargs)
         finally:
             clear_log_context()
+
+
+def bound_task(app: Celery, name: TaskName) -> Callable[[Callable[..., Any]], Task]:
+    """The decorator that registers a task on ``app`` under ``name``: bound (it reads
+    ``self.runtime`` and ``self.request``) and never shared with other apps."""
+    return cast(Callable[[Callable[..., Any]], Task], app.task(bind=True, shared=False, name=name.value))
 
 
 def create_celery_app(settings: Settings, runtime: "Runtime | None" = None) -> Celery:

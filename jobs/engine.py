@@ -55,8 +55,10 @@ class SynthesisParams:
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    # Typed loosely for numpy's stub, which matches **kwargs against savez's own allow_pickle.
+    named: dict[str, Any] = dict(arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # uncompressed: these are small and read often
+    np.savez(buffer, **named)  # uncompressed: these are small and read often
     return buffer.getvalue()
 
 

@@ -105,7 +105,7 @@ def _guarded_update(
         .values(status=to.value, updated_at=utcnow(), **(values or {}))
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
 
 
 def transition_job(
@@ -364,7 +364,11 @@ def start_job(
             return []
     else:
         return []
-    after_commit(session, lambda: [dispatch.segment_chain(runtime, sid) for sid in ids])
+    def enqueue_chains() -> None:
+        for segment_id in ids:
+            dispatch.segment_chain(runtime, segment_id)
+
+    after_commit(session, enqueue_chains)
     return ids
 
 

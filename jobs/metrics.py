@@ -199,7 +199,7 @@ class GpuCollector(Collector):
             if not self._tried:
                 self._tried = True
                 try:
-                    import pynvml  # type: ignore[import-untyped]
+                    import pynvml
 
                     pynvml.nvmlInit()
                     if pynvml.nvmlDeviceGetCount() > 0:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Job, Project, utcnow
 from jobs.books import BookOptions, _usable_voice, create_project_job
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.engine import SynthesisParams
 from jobs.runtime import Runtime
 from jobs.states import JOB_TERMINAL
@@ -121,7 +121,7 @@ def regenerate(runtime: Runtime, now: datetime | None = None) -> RegenerationRep
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.REGENERATE_PROJECTS.value)
+    @bound_task(app, TaskName.REGENERATE_PROJECTS)
     def regenerate_task(self: VoxmillTask) -> int:
         return len(regenerate(self.runtime).rendered)
 

@@ -56,7 +56,7 @@ def is_transient(exc: BaseException) -> bool:
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, so retries spread out."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay / 2 + random.uniform(0, delay / 2)
+    return float(delay / 2 + random.uniform(0, delay / 2))
 
 
 def error_code(exc: BaseException) -> str:

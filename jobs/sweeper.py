@@ -18,7 +18,7 @@ from sqlalchemy import or_, select
 
 from db.models import Job, Segment, Voice, WebhookDelivery, utcnow
 from jobs import dispatch
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.metrics import queue_depths
 from jobs.runtime import Runtime
 from jobs.states import DeliveryStatus, JobStatus, SegmentStatus, Stage, VoiceStatus
@@ -109,6 +109,6 @@ def sweep(runtime: Runtime, stale_after_s: float | None = None, limit: int = 500
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.SWEEP.value)
+    @bound_task(app, TaskName.SWEEP)
     def sweep_task(self: VoxmillTask) -> int:
         return sweep(self.runtime).total

@@ -111,4 +111,5 @@ def find_voice(session: Session, tenant_id: uuid.UUID, name_or_id: str) -> Voice
         return found
     named = session.scalars(select(Voice).where(Voice.name == name_or_id, *alive).order_by(Voice.created_at.desc())).all()
     ready = [v for v in named if v.status == VoiceStatus.READY.value]
-    return (ready or list(named) or [None])[0]
+    candidates = ready or list(named)
+    return candidates[0] if candidates else None

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Tenant, utcnow
 from jobs import callbacks, lifecycle, metrics
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.lifecycle import DeliveryWork
 from jobs.logs import bind_log_context
 from jobs.retrying import write_with_retry
@@ -147,6 +147,6 @@ def deliver(task: VoxmillTask, delivery_id: str) -> None:
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.DELIVER_WEBHOOK.value)
+    @bound_task(app, TaskName.DELIVER_WEBHOOK)
     def deliver_webhook(self: VoxmillTask, delivery_id: str) -> None:
         deliver(self, delivery_id)

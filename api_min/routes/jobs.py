@@ -42,7 +42,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def load_job(session: Any, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = session.get(Job, job_id)
+    job: Job | None = session.get(Job, job_id)
     if job is None or job.tenant_id != tenant_id:  # another tenant's id: 404, never 403
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job

@@ -10,7 +10,7 @@ from celery import Celery
 from db.models import Job
 from jobs import cache, lifecycle, metrics
 from jobs.books import BookOptions
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.keys import segment_object_key
 from jobs.lifecycle import StageClaim, StageOutput
 from jobs.logs import bind_log_context
@@ -78,7 +78,7 @@ def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.PLAN_JOB.value)
+    @bound_task(app, TaskName.PLAN_JOB)
     def plan_job(self: VoxmillTask, job_id: str) -> None:
         bind_log_context(job_id=job_id, stage="plan")
         try:
@@ -92,6 +92,6 @@ def register(app: Celery) -> None:
                     session, self.runtime, uuid.UUID(job_id), JobStatus.QUEUED, error_code(exc), str(exc)
                 )
 
-    @app.task(bind=True, shared=False, name=TaskName.SYNTHESIZE_SEMANTIC.value)
+    @bound_task(app, TaskName.SYNTHESIZE_SEMANTIC)
     def semantic_task(self: VoxmillTask, segment_id: str) -> str:
         return run_stage(self, Stage.GPT, segment_id, synthesize_semantic)

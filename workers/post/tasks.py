@@ -12,7 +12,7 @@ import numpy as np
 from celery import Celery
 
 from jobs import lifecycle, metrics
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.engine import SynthesisParams, Waveform
 from jobs.errors import PermanentJobError
 from jobs.keys import job_object_key, segment_object_key
@@ -141,10 +141,10 @@ def assemble(task: VoxmillTask, job_id: uuid.UUID) -> None:
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.FINISH_SEGMENT.value)
+    @bound_task(app, TaskName.FINISH_SEGMENT)
     def finish_task(self: VoxmillTask, segment_id: str) -> str:
         return run_stage(self, Stage.POST, segment_id, finish_segment)
 
-    @app.task(bind=True, shared=False, name=TaskName.ASSEMBLE_JOB.value)
+    @bound_task(app, TaskName.ASSEMBLE_JOB)
     def assemble_task(self: VoxmillTask, job_id: str) -> None:
         assemble(self, uuid.UUID(job_id))

@@ -10,7 +10,7 @@ from celery import Celery
 
 from db.models import Voice
 from jobs import lifecycle
-from jobs.celery_app import TaskName, VoxmillTask
+from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.engine import ReferenceClip, SemanticTokens
 from jobs.errors import PermanentJobError
 from jobs.keys import segment_object_key, voice_object_key
@@ -73,10 +73,10 @@ def process_voice(task: VoxmillTask, voice_id: uuid.UUID) -> None:
 
 
 def register(app: Celery) -> None:
-    @app.task(bind=True, shared=False, name=TaskName.SYNTHESIZE_WAVEFORM.value)
+    @bound_task(app, TaskName.SYNTHESIZE_WAVEFORM)
     def waveform_task(self: VoxmillTask, segment_id: str) -> str:
         return run_stage(self, Stage.SOVITS, segment_id, synthesize_waveform)
 
-    @app.task(bind=True, shared=False, name=TaskName.PROCESS_VOICE.value)
+    @bound_task(app, TaskName.PROCESS_VOICE)
     def voice_task(self: VoxmillTask, voice_id: str) -> None:
         process_voice(self, uuid.UUID(voice_id))

@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/bootstrap.sh
-if ! .venv/bin/voxmill demo "$@"; then
-  status=$?
-  [[ $status -eq 3 ]] || exit $status
+status=0
+.venv/bin/voxmill demo "$@" || status=$?
+if [[ $status -eq 3 ]]; then  # 3: the official models are missing and could not be fetched
   echo
   echo "→ running the same pipeline on tiny random models (the audio is noise):"
-  .venv/bin/voxmill demo --tiny "$@"
+  exec .venv/bin/voxmill demo --tiny "$@"
 fi
+exit $status

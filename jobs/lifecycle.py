@@ -364,6 +364,7 @@ def start_job(
             return []
     else:
         return []
+
     def enqueue_chains() -> None:
         for segment_id in ids:
             dispatch.segment_chain(runtime, segment_id)

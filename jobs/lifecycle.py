@@ -26,7 +26,7 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from db.models import (
     Artifact,
@@ -416,6 +416,9 @@ def claim_stage(
         .join(Job, Segment.job_id == Job.id)
         .join(Voice, Job.voice_id == Voice.id)
         .where(Segment.id == segment_id)
+        # Every stage of every segment claims: the job's whole text and the voice's analysis
+        # are not needed here and would be read thousands of times for a long text.
+        .options(defer(Job.text), defer(Voice.analysis), defer(Voice.transcript))
         .execution_options(populate_existing=True)
     ).one_or_none()
     if row is None:

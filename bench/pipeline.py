@@ -11,6 +11,7 @@ Celery task round trip and an empty PostgreSQL transaction)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -42,6 +43,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (every process: API, workers, PostgreSQL,
+    Redis, this script), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def baseline(database_url: str, broker: str) -> dict[str, float]:
     """What the parts cost on their own: an empty transaction, an empty task round trip."""
     from celery import Celery
@@ -69,6 +78,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--storage", choices=["local", "s3"], default="local")
     parser.add_argument("--submitters", type=int, default=4)
+    parser.add_argument("--post-pool", default=None, help="e.g. prefork:2 (default: the product's, threads:4)")
     parser.add_argument("--one-at-a-time", type=int, default=20, help="jobs then sent singly, each after the last finished")
     args = parser.parse_args()
 
@@ -87,7 +97,11 @@ def main() -> int:
     cluster = Cluster(env=env, log_dir=work)
     try:
         for queue in ("gpt", "sovits", "post"):
-            cluster.worker(queue)
+            extra = []
+            if queue == "post" and args.post_pool:
+                pool, _, concurrency = args.post_pool.partition(":")
+                extra = ["--pool", pool, "--concurrency", concurrency or "1"]
+            cluster.worker(queue, *extra)
         api = cluster.api()
         samples, rate = speech_wav("The quick brown fox jumps over the lazy dog near the river bank.")
         voice = httpx.post(
@@ -105,6 +119,7 @@ def main() -> int:
             response.raise_for_status()
             return str(response.json()["id"])
 
+        busy_before = busy_cpu_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(args.submitters) as pool:
             ids = list(pool.map(submit, range(args.jobs)))
@@ -120,6 +135,7 @@ def main() -> int:
             return left == 0
 
         wait_for(all_done, 600, "all jobs", interval=0.2)
+        busy_s = busy_cpu_seconds() - busy_before
         with engine.connect() as connection:
             rows = connection.execute(
                 select(Job.id, Job.status, Job.created_at, Job.started_at, Job.finished_at).where(
@@ -144,6 +160,10 @@ def main() -> int:
         print(f"jobs: {len(rows)} submitted, {len(ok)} succeeded, storage={args.storage}")
         print(f"submission: {submit_s:.2f} s ({len(rows) / submit_s:.0f} req/s over HTTP, {args.submitters} clients)")
         print(f"throughput: {len(ok) / span:.1f} jobs/s (first created → last finished: {span:.2f} s)")
+        print(
+            f"machine CPU: {busy_s / len(rows) * 1000:.0f} ms per job, all processes together "
+            f"({busy_s:.1f} s busy of {os.cpu_count()} cores)"
+        )
         print(
             f"submit→succeeded latency: p50 {percentile(latencies, 0.5):.0f} ms, "
             f"p95 {percentile(latencies, 0.95):.0f} ms, max {max(latencies):.0f} ms"

@@ -468,7 +468,7 @@ class FaultRun:
         # The supervisor: held while a pool is replaced on purpose, so it never restarts one twice.
         self.pool_lock = threading.RLock()
         self.pool_restarts: list[str] = []
-        self._supervising = threading.Event()
+        self._stop_supervising = threading.Event()
         self._supervisor: threading.Thread | None = None
 
     # -- processes
@@ -488,7 +488,6 @@ class FaultRun:
             self.workers[queue] = started[queue]
         self._wait_ready(started["beat"], "Scheduler")
         if supervise:
-            self._supervising.set()
             self._supervisor = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
             self._supervisor.start()
         self.api = f"http://127.0.0.1:{self.cluster.api_port}"
@@ -533,9 +532,9 @@ class FaultRun:
     def _supervise(self) -> None:
         """Start again a pool that exited by itself, as the production units do
         (``Restart=always``); what a restart cost is in the report."""
-        while self._supervising.wait(0.5) and self._supervising.is_set():
+        while not self._stop_supervising.wait(0.5):
             with self.pool_lock:
-                if not self._supervising.is_set():
+                if self._stop_supervising.is_set():
                     return
                 for queue, process in list(self.workers.items()):
                     if not process.alive():
@@ -791,7 +790,7 @@ class FaultRun:
 
     def close(self) -> None:
         with self.pool_lock:
-            self._supervising.clear()
+            self._stop_supervising.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=90)
         # SIGTERM to every process at once, then wait: a warm shutdown each, side by side.

@@ -54,7 +54,7 @@ class JobIn(BaseModel):
         None, description="Output rate; default the model's 32 kHz (48 kHz for Opus)."
     )
     split: SplitMethod = "sentences"
-    params: SynthesisParamsIn = Field(default_factory=lambda: SynthesisParamsIn())
+    params: SynthesisParamsIn = Field(default_factory=SynthesisParamsIn)
     callback_url: str | None = Field(None, max_length=2048)
 
 

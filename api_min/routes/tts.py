@@ -64,7 +64,7 @@ class TtsIn(BaseModel):
     split: SplitMethod = Field(
         SYNC_SPLIT, description="Segments are streamed one by one; the default closes one past ~50 characters."
     )
-    params: SynthesisParamsIn = Field(default_factory=lambda: SynthesisParamsIn())
+    params: SynthesisParamsIn = Field(default_factory=SynthesisParamsIn)
     response: Literal["audio", "json"] | None = Field(
         None,
         description="audio: the bytes, streamed; json: base64 in a JSON body once complete. "

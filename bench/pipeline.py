@@ -18,6 +18,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, select, text  # noqa: E402
 
 from db.migrate import upgrade  # noqa: E402
 from db.models import Job, StateTransition  # noqa: E402
+from jobs.states import JOB_TERMINAL  # noqa: E402
 from tests.support.services import (  # noqa: E402
     Cluster,
     create_database,
@@ -41,6 +43,17 @@ from tests.support.speech import encode, speech_wav  # noqa: E402
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def latencies_ms(rows: list[Any]) -> list[float]:
+    """submit→succeeded of each job row, from the rows' own timestamps."""
+    return [(r.finished_at - r.created_at).total_seconds() * 1000 for r in rows]
+
+
+def print_steps(title: str, steps: dict[str, float]) -> None:
+    print(f"{title} (ms):")
+    for name, value in steps.items():
+        print(f"  {name:<28} {value:8.1f}")
 
 
 def busy_cpu_seconds() -> float:
@@ -148,7 +161,7 @@ def main() -> int:
                 )
             ).all()
         ok = [r for r in rows if r.status == "succeeded"]
-        latencies = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in ok]
+        latencies = latencies_ms(ok)
         first = min(r.created_at for r in rows)
         last = max(r.finished_at for r in ok)
         span = (last - first).total_seconds()
@@ -168,16 +181,13 @@ def main() -> int:
             f"submit→succeeded latency: p50 {percentile(latencies, 0.5):.0f} ms, "
             f"p95 {percentile(latencies, 0.95):.0f} ms, max {max(latencies):.0f} ms"
         )
-        steps = _step_times(engine, ids)
-        print("mean time per step (ms):")
-        for name, value in steps.items():
-            print(f"  {name:<28} {value:8.1f}")
+        print_steps("mean time per step", _step_times(engine, ids))
 
         # The same path with no queue ahead of it: what one job costs end to end.
         def finished(job_id: str) -> bool:
             with engine.connect() as connection:
                 status = connection.execute(select(Job.status).where(Job.id == uuid.UUID(job_id))).scalar()
-            return status in ("succeeded", "failed", "cancelled")
+            return status in {s.value for s in JOB_TERMINAL}
 
         single = []
         for i in range(args.one_at_a_time):
@@ -186,19 +196,18 @@ def main() -> int:
             single.append(job_id)
         if single:
             with engine.connect() as connection:
-                alone = [
-                    (r.finished_at - r.created_at).total_seconds() * 1000
-                    for r in connection.execute(
-                        select(Job.created_at, Job.finished_at).where(Job.id.in_([uuid.UUID(i) for i in single]))
-                    ).all()
-                ]
+                alone = latencies_ms(
+                    list(
+                        connection.execute(
+                            select(Job.created_at, Job.finished_at).where(Job.id.in_([uuid.UUID(i) for i in single]))
+                        ).all()
+                    )
+                )
             print(
                 f"one job at a time ({len(alone)} jobs): submit→succeeded p50 {percentile(alone, 0.5):.0f} ms, "
                 f"p95 {percentile(alone, 0.95):.0f} ms"
             )
-            print("mean time per step, one at a time (ms):")
-            for name, value in _step_times(engine, single).items():
-                print(f"  {name:<28} {value:8.1f}")
+            print_steps("mean time per step, one at a time", _step_times(engine, single))
         engine.dispose()
         base = baseline(database_url, broker)
         print("baseline on this machine, same run:")

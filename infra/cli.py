@@ -39,6 +39,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_storage_init(args: argparse.Namespace) -> int:
+    from jobs.storage import S3Storage, create_storage
+
+    settings = _settings()
+    storage = create_storage(settings)
+    if isinstance(storage, S3Storage):
+        storage.ensure_bucket()
+        print(f"bucket ready: {storage.bucket}")
+    else:
+        print(f"objects folder ready: {settings.storage_dir}")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -227,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate the database to the latest schema").set_defaults(func=cmd_db_upgrade)
+
+    storage = sub.add_parser("storage", help="object storage").add_subparsers(dest="storage_command", required=True)
+    storage.add_parser("init", help="create the S3 bucket if it is missing (the local folder needs nothing)").set_defaults(
+        func=cmd_storage_init
+    )
 
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")

@@ -12,6 +12,10 @@ command -v ffmpeg >/dev/null || apt_need+=(ffmpeg)
 [[ -d /var/lib/mecab/dic/open-jtalk/naist-jdic ]] || apt_need+=(open-jtalk-mecab-naist-jdic)
 if [[ -n "$extras" ]]; then
   command -v espeak-ng >/dev/null || apt_need+=(espeak-ng)
+  # The fault suite's hosts: network namespaces, partitions and a skewed clock.
+  command -v ip >/dev/null || apt_need+=(iproute2)
+  command -v iptables >/dev/null || apt_need+=(iptables)
+  [[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]] || apt_need+=(libfaketime)
 fi
 if ((${#apt_need[@]})); then
   echo "installing system packages: ${apt_need[*]}"

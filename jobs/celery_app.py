@@ -100,6 +100,9 @@ def create_celery_app(settings: Settings, runtime: "Runtime | None" = None) -> C
         # exactly its queue, and no broker binding is involved (see ROUTES).
         task_queues=[Queue(name, Exchange(""), routing_key=name) for name in QUEUES],
         task_default_queue="post",
+        # Redis brokers: kombu's transport with the unacked bookkeeping on the broker's clock, so
+        # a host whose clock is off never takes back another host's work (jobs/broker_clock.py).
+        **({"broker_transport": "jobs.broker_clock:Transport"} if settings.broker_url.startswith("redis") else {}),
         task_routes=ROUTES,
         task_serializer="json",
         accept_content=["json"],

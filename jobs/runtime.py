@@ -54,7 +54,10 @@ class Runtime:
     @cached_property
     def db_engine(self) -> Engine:
         return make_engine(
-            self.settings.db_url, self.settings.database_pool_size, self.settings.database_connect_timeout_s
+            self.settings.db_url,
+            self.settings.database_pool_size,
+            self.settings.database_connect_timeout_s,
+            self.settings.database_tcp_timeout_s,
         )
 
     @cached_property

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_pool_size: int = 5
     database_connect_timeout_s: int = 5
+    # A connection to a PostgreSQL that stopped answering (partition) fails after about this long.
+    database_tcp_timeout_s: int = 15
     # A worker's state write (claim, completion, webhook attempt) is retried in-process this
     # long while the database is unreachable, so finished work is recorded, not redone.
     db_retry_deadline_s: float = 60.0

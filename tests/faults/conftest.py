@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from tests.support.faults import (
     REPORTS,
     DeliveryReceiver,
     FaultRun,
+    Placement,
     PrivatePostgres,
     PrivateRedis,
     TcpProxy,
     report_table,
 )
+from tests.support.netns import Host, HostNetwork
 from tests.support.services import S3Server
 from tests.support.speech import encode, speech_wav
 
@@ -105,6 +108,84 @@ def fault_run(
     _ACTIVE.clear()
     for receiver in receivers:
         receiver.stop()
+
+
+@dataclass
+class HostRun:
+    run: FaultRun
+    host: Host
+    ports: dict[str, int]  # service name -> the port a host reaches it on (what a partition cuts)
+
+
+# Jobs per scenario between hosts: each starts a namespace, proxies and a pool of its own.
+HOST_JOBS = 20
+
+
+@pytest.fixture()
+def host_fault_run(
+    private_pg: PrivatePostgres,
+    private_redis: PrivateRedis,
+    fault_s3: tuple[S3Server, TcpProxy],
+    fault_voice: PreparedReference,
+    tmp_path: Path,
+) -> Iterator[Callable[..., HostRun]]:
+    """``host_fault_run(name, queue, clock_offset_s=0, **env)``: a run whose ``queue`` pool lives
+    on a host of its own (a network namespace) and reaches PostgreSQL, Redis, storage and the
+    webhook receiver over a bridge, through proxies on the bridge's address; everything else
+    runs on the test's host."""
+    s3, s3_proxy = fault_s3
+    network = HostNetwork()
+    proxies: list[TcpProxy] = []
+    receivers: list[DeliveryReceiver] = []
+
+    def gateway_proxy(port: int) -> TcpProxy:
+        proxy = TcpProxy(port, bind=network.gateway).start()
+        proxies.append(proxy)
+        return proxy
+
+    def make(fault: str, queue: str, clock_offset_s: int = 0, **overrides: str) -> HostRun:
+        host = network.add_host(queue, clock_offset_s)
+        receiver = DeliveryReceiver().start()
+        receivers.append(receiver)
+        pg, broker, storage, hook = (
+            gateway_proxy(private_pg.port), gateway_proxy(private_redis.port),
+            gateway_proxy(s3_proxy.port), gateway_proxy(receiver.port),
+        )
+        overrides = {
+            **FAST_RECOVERY,
+            "VOXMILL_CALLBACK_ALLOWED_NETWORKS": f"127.0.0.0/8,{network.prefix}.0/24",
+            **overrides,
+        }
+        run = FaultRun(
+            fault, private_pg, private_redis, s3, s3_proxy, receiver, tmp_path, overrides,
+            jobs=HOST_JOBS, callback_url=f"http://{network.gateway}:{hook.port}/hook",
+        )
+        env = run.cluster.env
+        run.placements[queue] = Placement(
+            wrapper=host.wrapper(),
+            env={
+                "VOXMILL_DATABASE_URL": env["VOXMILL_DATABASE_URL"].replace(
+                    f"127.0.0.1:{private_pg.port}", f"{network.gateway}:{pg.port}"),
+                "VOXMILL_BROKER_URL": env["VOXMILL_BROKER_URL"].replace(
+                    f"127.0.0.1:{private_redis.port}", f"{network.gateway}:{broker.port}"),
+                "VOXMILL_S3_ENDPOINT_URL": storage.endpoint,
+                **host.environment(),
+            },
+        )
+        _ACTIVE.append(run)
+        run.start(fault_voice)
+        ports = {"postgres": pg.port, "redis": broker.port, "storage": storage.port, "webhooks": hook.port}
+        return HostRun(run, host, ports)
+
+    yield make
+    for run in _ACTIVE:
+        run.close()
+    _ACTIVE.clear()
+    for proxy in proxies:
+        proxy.stop()
+    for receiver in receivers:
+        receiver.stop()
+    network.close()
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:

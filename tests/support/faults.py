@@ -205,8 +205,9 @@ class TcpProxy:
     connection (clients see resets, then refused connections); ``start()`` listens again on the
     same port. What is behind it — moto's in-memory objects — is untouched."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, bind: str = "127.0.0.1") -> None:
         self.target_port = target_port
+        self.bind = bind
         self.port = free_port()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -215,12 +216,12 @@ class TcpProxy:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.bind}:{self.port}"
 
     def start(self) -> "TcpProxy":
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.bind, self.port))
         listener.listen(128)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -432,9 +433,18 @@ class Submission:
     answers: list[tuple[int | None, str]] = field(default_factory=list)  # (HTTP status, error code)
 
 
+@dataclass
+class Placement:
+    """Where a pool runs when it is not on the test's own host: the command prefix that enters
+    the other host, and the settings that differ there (service addresses, a skewed clock)."""
+
+    wrapper: list[str]
+    env: dict[str, str]
+
+
 class FaultRun:
-    """One scenario: its own database, broker key prefix, voxmill processes, voice and 50 jobs,
-    then the accounting of what came out."""
+    """One scenario: its own database, broker key prefix, voxmill processes, voice and jobs
+    (50 unless told), then the accounting of what came out."""
 
     def __init__(
         self,
@@ -446,6 +456,9 @@ class FaultRun:
         receiver: DeliveryReceiver,
         log_dir: Path,
         overrides: dict[str, str],
+        jobs: int = JOBS_PER_RUN,
+        placements: dict[str, Placement] | None = None,
+        callback_url: str | None = None,
     ) -> None:
         self.fault = fault
         self.started = time.monotonic()
@@ -460,7 +473,10 @@ class FaultRun:
         env["VOXMILL_HOME"] = str(log_dir / "home")
         self.cluster = Cluster(env=env, log_dir=log_dir)
         self.db: Engine = create_engine(self.database_url, pool_pre_ping=True)
-        self.submissions = [Submission(i, f"fault-{self.tag}-{i}") for i in range(JOBS_PER_RUN)]
+        self.jobs = jobs
+        self.placements = placements or {}
+        self.callback_url = callback_url or receiver.url
+        self.submissions = [Submission(i, f"fault-{self.tag}-{i}") for i in range(jobs)]
         self.api = ""
         self.voice_id = ""
         self.workers: dict[str, Process] = {}
@@ -481,7 +497,7 @@ class FaultRun:
         started = {
             "api": self.cluster.start("api", "api", "--port", str(self.cluster.api_port)),
             "beat": self.cluster.start("beat", "beat"),
-            **{q: self.cluster.start(f"worker-{q}", "worker", "--queue", q) for q in ("gpt", "sovits", "post")},
+            **{q: self._start_pool(q) for q in ("gpt", "sovits", "post")},
         }
         for queue in ("gpt", "sovits", "post"):
             self._wait_ready(started[queue], "ready.")
@@ -523,9 +539,18 @@ class FaultRun:
         except httpx.HTTPError:
             return False
 
+    def _start_pool(self, queue: str, *extra: str, ready: str | None = None) -> Process:
+        placement = self.placements.get(queue)
+        if placement is None:
+            return self.cluster.start(f"worker-{queue}", "worker", "--queue", queue, *extra, ready=ready)
+        return self.cluster.start(
+            f"worker-{queue}", "worker", "--queue", queue, *extra, ready=ready,
+            wrapper=placement.wrapper, env={**self.cluster.env, **placement.env},
+        )
+
     def replace_worker(self, queue: str) -> Process:
         with self.pool_lock:
-            process = self.cluster.worker(queue, "--name", f"r{len(self.cluster.processes)}")
+            process = self._start_pool(queue, "--name", f"r{len(self.cluster.processes)}", ready="ready.")
             self.workers[queue] = process
             return process
 
@@ -550,7 +575,7 @@ class FaultRun:
             "text": job_text(self.tag, submission.index),
             "voice_id": self.voice_id,
             "language": "en",
-            "callback_url": self.receiver.url,
+            "callback_url": self.callback_url,
         }
         give_up = time.monotonic() + deadline_s
         while True:
@@ -618,7 +643,7 @@ class FaultRun:
             except Exception:
                 return False
             terminal = sum(statuses[s] for s in ("succeeded", "failed", "cancelled"))
-            return terminal == JOBS_PER_RUN and sum(statuses.values()) == JOBS_PER_RUN and pending is None
+            return terminal == self.jobs and sum(statuses.values()) == self.jobs and pending is None
 
         try:
             wait_for(settled, timeout, "every job to finish and its webhook to settle", interval=0.25)
@@ -654,7 +679,7 @@ class FaultRun:
     def account(self) -> FaultReport:
         """Count jobs ok / lost / duplicated, check every artifact against the bucket, and list
         anything orphaned. Recorded for the summary table, then returned for the assertions."""
-        report = FaultReport(self.fault, JOBS_PER_RUN, pool_restarts=len(self.pool_restarts))
+        report = FaultReport(self.fault, self.jobs, pool_restarts=len(self.pool_restarts))
         problems = report.problems
         with self.db.connect() as conn:
             jobs = {str(j.id): j for j in conn.execute(select(Job)).all()}

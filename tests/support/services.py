@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,13 +246,23 @@ class Cluster:
     processes: list[Process] = field(default_factory=list)
     api_port: int | None = None
 
-    def start(self, name: str, *args: str, ready: str | None = None, timeout: float = 60) -> Process:
+    def start(
+        self,
+        name: str,
+        *args: str,
+        ready: str | None = None,
+        timeout: float = 60,
+        wrapper: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> Process:
+        """``wrapper`` runs the process through another command (``ip netns exec NS``: on
+        another host); ``env`` replaces the cluster's environment for this process."""
         log_path = self.log_dir / f"{name}-{len(self.processes)}.log"
         handle = log_path.open("wb")
         popen = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", *args],
+            [*wrapper, sys.executable, "-m", "infra.cli", *args],
             cwd=REPO_ROOT,
-            env=self.env,
+            env=self.env if env is None else env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -43,7 +43,6 @@ from workers.checkpoints import CheckpointError, cast_state_dict, read_state_dic
 from .checkpoint import check_keys
 from .fbank import kaldi_fbank, resample_32k_to_16k
 
-SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"  # under GPT_SoVITS/pretrained_models/
 _BLOCK_CLAMP = 20.0  # Hardtanh(0, 20) inside the residual blocks
 _AFF_REDUCTION = 4
 
@@ -281,7 +280,7 @@ class SpeakerVerifier:
 
     def features(self, wav_32k: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Mono 32 kHz waveform ``[S]`` or ``[1, S]`` -> fbank ``[1, T, 80]`` (fp32)."""
-        wav = torch.as_tensor(np.asarray(wav_32k) if isinstance(wav_32k, np.ndarray) else wav_32k)
+        wav = torch.from_numpy(np.ascontiguousarray(wav_32k)) if isinstance(wav_32k, np.ndarray) else wav_32k
         if wav.dim() == 2 and wav.shape[0] == 1:
             wav = wav[0]
         if wav.dim() != 1:
@@ -342,7 +341,6 @@ __all__ = [
     "AFF",
     "ERes2NetV2",
     "SMALL_SV_CONFIG",
-    "SV_FILE",
     "SVConfig",
     "SpeakerVerifier",
     "random_sv_state_dict",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +195,7 @@ class ERes2NetV2(nn.Module):
         c = config
         self.conv1 = nn.Conv2d(1, c.m_channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c.m_channels)
+        layers = []
         in_planes = c.m_channels
         for i, (n_blocks, planes, width) in enumerate(zip(c.num_blocks, c.planes, c.widths)):
             blocks = []
@@ -203,7 +203,8 @@ class ERes2NetV2(nn.Module):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
                 blocks.append(Block(in_planes, planes, stride, width, c.scale, c.expansion, fuse=i >= 2))
                 in_planes = planes * c.expansion
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.layer3_ds = nn.Conv2d(c.layer_channels[2], c.layer_channels[3], 3, stride=2, padding=1, bias=False)
         self.fuse34 = AFF(c.layer_channels[3])
         # Unused at inference (TSTP pooling head); kept so the official state dict loads strictly.
@@ -295,11 +296,12 @@ class SpeakerVerifier:
     def embed(self, wav_32k: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Mono 32 kHz reference -> SV embedding ``[1, D]`` in the model's dtype (official
         ``compute_embedding3`` after the 16 kHz resample). Needs at least 799 samples (one 25 ms frame)."""
-        return self.model(self.features(wav_32k).to(self.dtype))
+        emb: torch.Tensor = self.model(self.features(wav_32k).to(self.dtype))
+        return emb
 
 
 @torch.no_grad()
-def random_sv_state_dict(config: SVConfig, seed: int) -> "OrderedDict[str, torch.Tensor]":
+def random_sv_state_dict(config: SVConfig, seed: int) -> dict[str, torch.Tensor]:
     """Official-layout weights of a random ERes2NetV2, made like parity-v2pro's: seeded default
     init, N(0, 0.02) noise on every tensor that would be constant (BatchNorm gains and biases),
     running means ~ N(0, 0.1) and variances ~ U(0.5, 1.5). The state dict keeps its

@@ -43,6 +43,7 @@ VERSION_HEADERS: dict[bytes, str] = {
     b"06": "v2ProPlus",
 }
 ZIP_MAGIC = b"PK"
+_PICKLE_PROTO = b"\x80"
 
 
 class CheckpointError(ValueError):
@@ -135,9 +136,11 @@ def _read_bytes(path: Path) -> bytes:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from exc
 
 
-def _unpickle(raw: bytes, path: Path) -> Any:
-    """A torch zip archive -> its object, through the allow-list unpickler."""
-    if not zipfile.is_zipfile(io.BytesIO(raw)):
+def _unpickle(raw: bytes, path: Path, allow_legacy: bool = False) -> Any:
+    """A torch zip archive (or, with ``allow_legacy``, a pre-1.6 ``torch.save`` stream, which
+    starts with a pickle protocol byte) -> its object, through the allow-list unpickler."""
+    legacy = allow_legacy and raw[:1] == _PICKLE_PROTO
+    if not legacy and not zipfile.is_zipfile(io.BytesIO(raw)):
         raise CheckpointError(f"{path}: not a torch zip archive (truncated or corrupt?)")
     try:
         return torch.load(
@@ -179,9 +182,10 @@ def read_container(path: str | Path) -> Container:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a bare state dict (a plain torch zip of name -> tensor), such as the official
-    speaker-verification weights."""
+    speaker-verification weights. The older non-zip ``torch.save`` format is read too: the SV
+    file comes from another project (3D-Speaker), whose format could not be checked offline."""
     path = Path(path)
-    obj = _unpickle(_read_bytes(path), path)
+    obj = _unpickle(_read_bytes(path), path, allow_legacy=True)
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a bare state dict of tensors")
     return {str(k): v for k, v in obj.items()}

@@ -211,6 +211,14 @@ def test_fp16_file_loads_as_fp32(tmp_path: Path, small_ckpt: Path) -> None:
     assert _max_err(emb, _npy("expected/sv_small_emb.npy")) < 0.05  # fp16-rounded weights, same model
 
 
+def test_legacy_torch_save_format_loads(tmp_path: Path, small_ckpt: Path, verifier: SpeakerVerifier) -> None:
+    path = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(small_ckpt, weights_only=True), path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:2] != b"PK"
+    wav = _npy("inputs/ref2_wav_32k.npy")
+    torch.testing.assert_close(SpeakerVerifier.load(path).embed(wav), verifier.embed(wav), rtol=0, atol=0)
+
+
 def test_not_a_state_dict_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a bare state dict of tensors"):
         SpeakerVerifier.load(PARITY / "s2G_small.pth")  # a SoVITS container, not SV weights
@@ -231,11 +239,24 @@ class _Payload:
         return (print, ("executed",))
 
 
-def test_code_in_the_pickle_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("zipped", [True, False])
+def test_code_in_the_pickle_is_refused(tmp_path: Path, zipped: bool, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "evil.ckpt"
-    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    payload = {"conv1.weight": torch.zeros(1), "x": _Payload()}
+    torch.save(payload, path, pickle_protocol=pickle.HIGHEST_PROTOCOL, _use_new_zipfile_serialization=zipped)
     with pytest.raises(CheckpointError, match="builtins.print, which is not on the allow-list"):
         SpeakerVerifier.load(path)
+    assert "executed" not in capsys.readouterr().out
+
+
+def test_truncated_legacy_file_is_a_checkpoint_error(tmp_path: Path, small_ckpt: Path) -> None:
+    path = tmp_path / "legacy.ckpt"
+    torch.save(torch.load(small_ckpt, weights_only=True), path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    for cut, message in ((5000, "pickle data was truncated"), (len(raw) - 10, "corrupt checkpoint")):
+        path.write_bytes(raw[:cut])
+        with pytest.raises(CheckpointError, match=message):
+            SpeakerVerifier.load(path)
 
 
 # --- config, random checkpoints, full size ---------------------------------------------------

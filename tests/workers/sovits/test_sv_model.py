@@ -149,6 +149,13 @@ def test_loud_input_is_divided_by_min_two_peak(verifier: SpeakerVerifier) -> Non
     torch.testing.assert_close(verifier.embed(wav * 0.5), direct(wav * 0.5), rtol=0, atol=0)
 
 
+def test_dtype_argument_casts_the_model(small_ckpt: Path) -> None:
+    wide = SpeakerVerifier.load(small_ckpt, dtype=torch.float64)
+    emb = wide.embed(_npy("inputs/ref_wav_32k.npy"))
+    assert wide.dtype == emb.dtype == torch.float64
+    assert _max_err(emb, _npy("expected/sv_small_emb.npy")) <= 1e-4
+
+
 def test_loaded_model_is_eval_and_frozen(verifier: SpeakerVerifier) -> None:
     assert not verifier.model.training
     assert not any(p.requires_grad for p in verifier.model.parameters())

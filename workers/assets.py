@@ -6,6 +6,7 @@ Layout of a models folder (it mirrors the official Hugging Face repository ``lj1
 
     gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt   T2S (GPT) weights
     gsv-v2final-pretrained/s2G2333k.pth                                      SoVITS v2 generator
+    sv/pretrained_eres2netv2w24s4ep4.ckpt      v2Pro/v2ProPlus only: speaker-verification model
     chinese-hubert-base/{config.json, preprocessor_config.json, pytorch_model.bin}
     chinese-roberta-wwm-ext-large/{config.json, tokenizer.json, pytorch_model.bin}
     G2PWModel/                     optional: better Chinese polyphone G2P when present
@@ -31,6 +32,9 @@ SOVITS_FILE = "gsv-v2final-pretrained/s2G2333k.pth"
 HUBERT_DIR = "chinese-hubert-base"
 BERT_DIR = "chinese-roberta-wwm-ext-large"
 G2PW_DIR = "G2PWModel"
+# ERes2NetV2 weights that v2Pro/v2ProPlus voices need (a bare state dict; see workers.sovits.model.sv).
+SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+SV_OFFICIAL_FILE = (SV_FILE, "speaker-verification (ERes2NetV2) weights for v2Pro/v2ProPlus, ~214 MB")
 MANIFEST = "manifest.json"
 # A 2-layer, 64-wide T2S with the official vocabularies (the shape of the parity set's model).
 TINY_T2S_CONFIG: dict[str, Any] = {
@@ -72,6 +76,7 @@ class ModelPaths:
     hubert: Path
     bert: Path
     g2pw: Path
+    sv: Path
 
     @classmethod
     def under(cls, root: Path, gpt: Path | None = None, sovits: Path | None = None) -> "ModelPaths":
@@ -82,6 +87,7 @@ class ModelPaths:
             hubert=root / HUBERT_DIR,
             bert=root / BERT_DIR,
             g2pw=root / G2PW_DIR,
+            sv=root / SV_FILE,
         )
 
     @classmethod
@@ -211,6 +217,7 @@ def make_tiny(root: Path, full_size: bool = False, seed: int = 0) -> None:
     from workers.gpt.model import write_random_checkpoint as write_t2s
     from workers.gpt.text.bert import write_tiny_bert
     from workers.sovits.model import v2_config, write_random_checkpoint as write_sovits, write_tiny_hubert
+    from workers.sovits.model import write_random_sv_checkpoint
 
     paths = ModelPaths.under(root)
     for path in (paths.gpt, paths.sovits):
@@ -219,6 +226,7 @@ def make_tiny(root: Path, full_size: bool = False, seed: int = 0) -> None:
     write_sovits(paths.sovits, v2_config(full_size=full_size), seed=seed, full_size=full_size)
     write_tiny_hubert(paths.hubert, seed=seed)
     write_tiny_bert(paths.bert, seed=seed)
+    write_random_sv_checkpoint(paths.sv, seed=seed, full_size=full_size)  # small: 3.5 MB; full: 214 MB
     with open(paths.hubert / "preprocessor_config.json", "w") as handle:
         json.dump({"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}, handle)
     write_manifest(root, "full-size-random" if full_size else "tiny-random", f"voxmill make-tiny seed={seed}")

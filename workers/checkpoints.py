@@ -5,6 +5,10 @@ Format facts (RVC-Boss/GPT-SoVITS, read off the official savers and loaders):
 * GPT / T2S ``*.ckpt``: a plain ``torch.save`` zip (first bytes ``PK``). Top-level dict
   ``{"weight": state_dict, "config": dict, "info": "GPT-e{epoch}"}``; every ``weight`` key is
   prefixed ``model.`` and every tensor is fp16. Only ``weight`` and ``config`` are read.
+* Speaker-verification weights (v2Pro/v2ProPlus, ``sv/pretrained_eres2netv2w24s4ep4.ckpt``):
+  a bare state dict (name -> tensor, fp32 + int64 ``num_batches_tracked``), saved straight from
+  ``model.state_dict()``, so the ordered dict carries its ``_metadata``. Read by
+  ``read_state_dict``.
 * SoVITS ``*.pth``: ``{"weight", "config", "info"}`` (+ ``lora_rank`` for v3/v4 LoRA files);
   ``weight`` has every generator tensor in fp16 except keys containing ``enc_q``. ``config`` is
   the training hparams: a plain dict, or, in files written by ``s2_train.py``, a pickled
@@ -39,6 +43,7 @@ VERSION_HEADERS: dict[bytes, str] = {
     b"06": "v2ProPlus",
 }
 ZIP_MAGIC = b"PK"
+_PICKLE_PROTO = b"\x80"
 
 
 class CheckpointError(ValueError):
@@ -73,8 +78,14 @@ class _HParamsAsDict(dict):  # type: ignore[type-arg]
         return self
 
 
+class _OrderedDictAsDict(dict):  # type: ignore[type-arg]
+    """Stand-in for ``collections.OrderedDict``. A dict subclass has an instance ``__dict__``, so
+    a state dict saved with its ``_metadata`` attribute (``model.state_dict()`` as is) unpickles;
+    the attribute is dropped by ``_plain``/``dict()``."""
+
+
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): dict,
+    ("collections", "OrderedDict"): _OrderedDictAsDict,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch", "Size"): torch.Size,
@@ -118,24 +129,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_container(path: str | Path) -> Container:
-    """Read an official GPT or SoVITS container, undoing the two-byte version header."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from exc
-    header = raw[:2]
-    header_version: str | None = None
-    if header != ZIP_MAGIC:
-        header_version = VERSION_HEADERS.get(header)
-        if header_version is None:
-            raise CheckpointError(f"{path}: neither a torch zip archive nor a GPT-SoVITS file")
-        raw = ZIP_MAGIC + raw[2:]
-    if not zipfile.is_zipfile(io.BytesIO(raw)):
+
+
+def _unpickle(raw: bytes, path: Path, allow_legacy: bool = False) -> Any:
+    """A torch zip archive (or, with ``allow_legacy``, a pre-1.6 ``torch.save`` stream, which
+    starts with a pickle protocol byte) -> its object, through the allow-list unpickler."""
+    legacy = allow_legacy and raw[:1] == _PICKLE_PROTO
+    if not legacy and not zipfile.is_zipfile(io.BytesIO(raw)):
         raise CheckpointError(f"{path}: not a torch zip archive (truncated or corrupt?)")
     try:
-        obj = torch.load(
+        return torch.load(
             io.BytesIO(raw),
             map_location="cpu",
             weights_only=False,
@@ -145,6 +153,20 @@ def read_container(path: str | Path) -> Container:
         raise CheckpointError(f"{path}: {exc}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from exc
+
+
+def read_container(path: str | Path) -> Container:
+    """Read an official GPT or SoVITS container, undoing the two-byte version header."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    header = raw[:2]
+    header_version: str | None = None
+    if header != ZIP_MAGIC:
+        header_version = VERSION_HEADERS.get(header)
+        if header_version is None:
+            raise CheckpointError(f"{path}: neither a torch zip archive nor a GPT-SoVITS file")
+        raw = ZIP_MAGIC + raw[2:]
+    obj = _unpickle(raw, path)
     if not isinstance(obj, dict) or "weight" not in obj:
         raise CheckpointError(f"{path}: no 'weight' entry; not a GPT-SoVITS inference checkpoint")
     weight = obj["weight"]
@@ -156,6 +178,17 @@ def read_container(path: str | Path) -> Container:
         info=str(obj.get("info", "")),
         header_version=header_version,
     )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a bare state dict (a plain torch zip of name -> tensor), such as the official
+    speaker-verification weights. The older non-zip ``torch.save`` format is read too: the SV
+    file comes from another project (3D-Speaker), whose format could not be checked offline."""
+    path = Path(path)
+    obj = _unpickle(_read_bytes(path), path, allow_legacy=True)
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a bare state dict of tensors")
+    return {str(k): v for k, v in obj.items()}
 
 
 def write_container(

@@ -166,3 +166,14 @@ def test_offline_demo_names_every_missing_file(tmp_path: Path) -> None:
     ):
         assert name in result.stderr
     assert "voxmill models pull" in result.stderr and "voxmill demo --tiny" in result.stderr
+
+
+def test_make_tiny_writes_a_small_sv_model(tiny_models: Path) -> None:
+    from workers.assets import ModelPaths
+    from workers.sovits.model.sv import SMALL_SV_CONFIG, SpeakerVerifier
+
+    sv_path = ModelPaths.under(tiny_models).sv
+    assert sv_path == tiny_models / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt"
+    verifier = SpeakerVerifier.load(sv_path)
+    assert verifier.config == SMALL_SV_CONFIG
+    assert verifier.embed(np.zeros(3200, dtype=np.float32) + 0.01).shape == (1, 2560)

@@ -12,6 +12,9 @@ Public API (batch 1 everywhere; tensors in, tensors out):
   ``prompt_semantic(hubert, model, wav16k) -> codes[T']`` in ``ssl``.
 * ``resample(wav, orig_sr, target_sr)`` (soxr HQ, librosa's default).
 * ``write_random_checkpoint(path, config_dict=None, seed=0, full_size=False)`` for tests/benchmarks.
+* Speaker verification (v2Pro/v2ProPlus): ``SpeakerVerifier.load(path, device="cpu",
+  dtype=torch.float32)`` and ``.embed(wav32k[S]) -> [1, 20480]`` in ``sv``;
+  ``write_random_sv_checkpoint(path, config=None, seed=0, full_size=False)``.
 * ONNX Runtime decoder: ``onnx_decoder`` (not imported here: it pulls in onnx/onnxruntime).
 """
 
@@ -19,12 +22,15 @@ from .checkpoint import detect_version, load_sovits, v2_config, write_random_che
 from .config import SoVITSConfig
 from .features import reference_spectrogram, resample
 from .ssl import HubertContent, prompt_semantic, write_tiny_hubert
+from .sv import SpeakerVerifier, SVConfig, write_random_sv_checkpoint
 from .synthesizer import SoVITSModel
 
 __all__ = [
     "HubertContent",
     "SoVITSConfig",
     "SoVITSModel",
+    "SVConfig",
+    "SpeakerVerifier",
     "detect_version",
     "load_sovits",
     "prompt_semantic",
@@ -32,5 +38,6 @@ __all__ = [
     "resample",
     "v2_config",
     "write_random_checkpoint",
+    "write_random_sv_checkpoint",
     "write_tiny_hubert",
 ]

@@ -143,9 +143,13 @@ def _list(keys: set[str], limit: int = 8) -> str:
 
 
 def check_keys(
-    found: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: str | Path
+    found: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]],
+    path: str | Path,
+    model: str = "the SoVITS v2 model of its config",
 ) -> None:
-    """Raise ``CheckpointError`` unless ``found`` has exactly the ``expected`` keys and shapes."""
+    """Raise ``CheckpointError`` unless ``found`` has exactly the ``expected`` keys and shapes;
+    ``model`` names what the file was checked against in the message."""
     missing = set(expected) - set(found)
     unexpected = set(found) - set(expected)
     problems = []
@@ -162,7 +166,7 @@ def check_keys(
         problems.append(f"{len(wrong)} mis-shaped key(s): {_list(wrong)}")
     if problems:
         raise CheckpointError(
-            f"{path}: does not match the SoVITS v2 model of its config; " + "; ".join(problems)
+            f"{path}: does not match {model}; " + "; ".join(problems)
         )
 
 

@@ -127,7 +127,8 @@ def _en_abbreviation(m: re.Match[str]) -> str:
         return "Saint" if re.match(r"\s+[A-Z]", m.string[m.end() :]) else "Street"
     if word.lower() == "no" and not re.match(r"\s*\d", m.string[m.end() :]):
         return m.group(0)
-    return "number" if word.lower() == "no" else _EN_ABBREVIATIONS[word.lower()]
+    reading = "number" if word.lower() == "no" else _EN_ABBREVIATIONS[word.lower()]
+    return reading[0].upper() + reading[1:] if word[0].isupper() else reading
 
 
 def _en_money(m: re.Match[str]) -> str:
@@ -161,7 +162,7 @@ _EN_RULES: list[Rule] = [
     ),
     (re.compile(rf"\b({_MONTH_NAMES})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?![.,:]\d)"), lambda m: _en_date(m)),
     (re.compile(r"(?<![\w.])(e\.g\.|i\.e\.|a\.m\.|p\.m\.)", re.IGNORECASE), lambda m: _EN_DOTTED[m.group(1).lower()]),
-    (re.compile(r"\b([$€£])\s?(\d+(?:\.\d+)?)\s+(thousand|million|billion|trillion)\b"), _en_money),
+    (re.compile(r"([$€£])\s?(\d+(?:\.\d+)?)\s+(thousand|million|billion|trillion)\b"), _en_money),
     (re.compile(r"€\s?(\d[\d,]*(?:\.\d+)?)"), _en_euros),
     (re.compile(r"¥\s?(\d[\d,]*)"), lambda m: m.group(1) + " yen"),
     (re.compile(r"(\d+(?:\.\d+)?)\s(" + "|".join(_EN_UNITS) + r")\b(?!\.\w)"), _en_unit),

@@ -335,8 +335,9 @@ def _merge_short(text: str, spans: list[Span], threshold: int = MIN_SEGMENT_CHAR
 
 def cap_span(text: str, span: Span, max_chars: int, keep: Sequence[Span] = ()) -> list[Span]:
     """Cut a span longer than ``max_chars`` at its last clause mark, else its last space,
-    between half the cap and the cap, never inside a kept-together stretch; a stretch longer
-    than the cap is cut hard (the only cut that may fall inside one)."""
+    between half the cap and the cap, never inside a kept-together stretch. A stretch longer
+    than the cap (a long URL) becomes a segment of its own, over the cap; only one longer than
+    the 510-character BERT limit is cut hard."""
     guard = _Guard([*kept_together(text), *keep])
     out: list[Span] = []
     current: Span | None = span
@@ -348,9 +349,11 @@ def cap_span(text: str, span: Span, max_chars: int, keep: Sequence[Span] = ()) -
         ]
         spaces = [i for i in range(lo, hi + 1) if text[i].isspace() and not guard.cuts_into(i)]
         cut = marks[-1] if marks else spaces[-1] if spaces else hi
-        inside = [s for s in guard.spans if s.start < cut < s.end and s.start > current.start]
-        if inside:
+        inside = [s for s in guard.spans if s.start < cut < s.end]
+        if inside and inside[0].start > current.start:
             cut = inside[0].start
+        elif inside and inside[0].end - current.start <= MAX_SEGMENT_CHARS:
+            cut = inside[0].end  # a stretch longer than the cap is a segment of its own
         head, current = _trim(text, current.start, cut), _trim(text, cut, current.end)
         if head is not None:
             out.append(head)

@@ -81,7 +81,7 @@ _EN_ABBREVIATIONS = {
     "fig": "figure", "figs": "figures", "dept": "department", "inc": "Incorporated",
     "ltd": "Limited", "corp": "Corporation", "est": "established", "vol": "volume",
     "gen": "General", "capt": "Captain", "lt": "Lieutenant", "sgt": "Sergeant", "rev": "Reverend",
-    "mt": "Mount", "ave": "Avenue", "blvd": "Boulevard", "cf": "compare", "pp": "pages",
+    "mt": "Mount", "ave": "Avenue", "blvd": "Boulevard", "cf": "compare", "pp": "pages", "p": "page",
 }
 _EN_DOTTED = {"e.g.": "for example", "i.e.": "that is", "a.m.": "A M", "p.m.": "P M"}
 _EN_UNITS = {
@@ -171,6 +171,11 @@ _EN_RULES: list[Rule] = [
     (re.compile(r"\b((?:[A-Z]\.){2,})"), lambda m: " ".join(m.group(1).replace(".", ""))),
     (re.compile(r"\b([A-Z])\.(?=\s+[A-Z])"), lambda m: m.group(1)),
     (re.compile(r"\s&\s"), lambda m: " and "),
+    # Letters glued to digits (Q3, MP3, GPT4): the normaliser would read "Qthree".
+    (re.compile(r"\b([A-Za-z]+)(\d+)\b"), lambda m: f"{m.group(1)} {m.group(2)}"),
+    # A single quote that quotes (not an apostrophe) is not read; the normaliser would keep it
+    # and split the next capital off it ("' Go").
+    (re.compile(r"(?<![\w])'|'(?![\w])"), lambda m: ""),
 ]
 
 
@@ -182,12 +187,22 @@ def _strip_thousands(value: str) -> str:
     return value.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", value) else value
 
 
+_ZH_UNITS = {
+    "km": "千米", "kg": "千克", "cm": "厘米", "mm": "毫米", "m": "米", "g": "克", "mg": "毫克",
+    "ml": "毫升", "L": "升", "GB": "GB", "MB": "MB", "s": "秒", "ms": "毫秒", "h": "小时",
+    "min": "分钟", "km/h": "千米每小时",
+}
+_ZH_UNIT_ALT = "|".join(sorted((u for u, w in _ZH_UNITS.items() if u != w), key=len, reverse=True))
+
 _ZH_RULES: list[Rule] = [
     (re.compile(_URL), lambda m: _url_words(m.group(0), "点", "斜杠", "艾特", "冒号", "")),
     (re.compile(_EMAIL), lambda m: _url_words(m.group(0), "点", "斜杠", "艾特", "冒号", "")),
     (re.compile(r"(?<![\d.])[vV]?(\d+(?:\.\d+){2,})(?![\d.])"), lambda m: "点".join(m.group(1).split("."))),
     (re.compile(r"[$€£]\s?(\d[\d,]*(?:\.\d+)?)"), lambda m: _strip_thousands(m.group(1)) + _CURRENCY_ZH[m.group(0)[0]]),
     (re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d.,])"), lambda m: _strip_thousands(m.group(0))),
+    # Units are Latin letters, which the language split hands to the English reader ("3.5km"
+    # read "三点五 km"): give them their Chinese names beside the number.
+    (re.compile(rf"(\d+(?:\.\d+)?)\s?({_ZH_UNIT_ALT})(?![A-Za-z])"), lambda m: m.group(1) + _ZH_UNITS[m.group(2)]),
 ]
 
 
@@ -217,6 +232,13 @@ def _ja_clock(m: re.Match[str]) -> str:
     return out
 
 
+_JA_UNITS = {
+    "km": "キロメートル", "kg": "キログラム", "cm": "センチメートル", "mm": "ミリメートル",
+    "m": "メートル", "g": "グラム", "mg": "ミリグラム", "ml": "ミリリットル", "L": "リットル",
+    "GB": "ギガバイト", "MB": "メガバイト", "ms": "ミリ秒", "km/h": "キロメートル毎時",
+}
+_JA_UNIT_ALT = "|".join(sorted(_JA_UNITS, key=len, reverse=True))
+
 _JA_RULES: list[Rule] = [
     (re.compile(_URL), lambda m: _url_words(m.group(0), "ドット", "スラッシュ", "アットマーク", "コロン", "")),
     (re.compile(_EMAIL), lambda m: _url_words(m.group(0), "ドット", "スラッシュ", "アットマーク", "コロン", "")),
@@ -224,6 +246,10 @@ _JA_RULES: list[Rule] = [
     (re.compile(r"([$€£])\s?(\d[\d,]*(?:\.\d+)?)"), _ja_money),
     (re.compile(r"(?<!\d)([01]?\d|2[0-3])[:：]([0-5]\d)(?!\d)"), _ja_clock),
     (re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?[%％]"), lambda m: _ja_number(m.group(1)) + "パーセント"),
+    (
+        re.compile(rf"(\d[\d,]*(?:\.\d+)?)\s?({_JA_UNIT_ALT})(?![A-Za-z])"),
+        lambda m: _ja_number(m.group(1)) + _JA_UNITS[m.group(2)],
+    ),
     (re.compile(r"(?<![\d.])\d[\d,]*\.\d+(?![\d.])|(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d.,])"), lambda m: _ja_number(m.group(0))),
 ]
 

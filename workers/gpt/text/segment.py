@@ -198,7 +198,22 @@ def sentence_spans(text: str, language: str = "en", keep: Sequence[Span] = ()) -
             spans[-1] = Span(spans[-1].start, span.end)
             continue
         spans.append(span)
-    return _fold_closers(text, spans)
+    return [piece for span in _fold_closers(text, spans) for piece in _split_after_brackets(text, span)]
+
+
+# "(This is a note.) Next one." / "（注：这是例子。）下一句。": sentencex keeps a bracketed
+# sentence with the one after it.
+_RE_BRACKET_END = re.compile(r"[.!?。！？][)）\]】]+(?=\s*[A-Z\u4e00-\u9fff\u30a0-\u30ff「“])")
+
+
+def _split_after_brackets(text: str, span: Span) -> list[Span]:
+    cuts = [m.end() for m in _RE_BRACKET_END.finditer(text, span.start, span.end) if m.end() < span.end]
+    return _pieces_between(text, span, cuts)
+
+
+def _pieces_between(text: str, span: Span, cuts: list[int]) -> list[Span]:
+    bounds = [span.start, *cuts, span.end]
+    return [s for a, b in zip(bounds[:-1], bounds[1:]) if (s := _trim(text, a, b)) is not None]
 
 
 def _continues(text: str, previous: Span, current: Span, guard: _Guard) -> bool:

@@ -367,6 +367,8 @@ def test_zh_traditional_to_simplified() -> None:
         ("1km away", "one kilometer away"),
         ("NASA rocks", "N A S A rocks"),
         ("Wait... what", "Wait. what"),
+        ("1. Mix it", "first, Mix it"),  # a numbered list item, at the start of a line
+        ("I have 3. You have 4.", "I have three. You have four."),  # not an ordinal mid-line
         ("Note: this; that", "Note this that"),  # official drops : and ; (see en_norm)
         ("café", "cafe"),
         ("ＡＢＣ １２", "A B C twelve"),  # full-width ASCII is read, not dropped

@@ -44,11 +44,6 @@ def plan_pieces(
     return [Piece(s, s.text(text), spoken(text, s, replacements)) for s in spans]
 
 
-def split_segments(text: str, method: str, language: str, max_chars: int) -> list[str]:
-    """The written segments of ``text`` (exact slices)."""
-    return [p.written for p in plan_pieces(text, method, language, max_chars)]
-
-
 def normalise_for_key(text: str) -> str:
     """NFKC and collapsed whitespace: edits that cannot change the audio keep the key."""
     return " ".join(unicodedata.normalize("NFKC", text).split())

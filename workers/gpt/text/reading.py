@@ -19,6 +19,7 @@ the normalisers behind them must bump ``jobs.keys.READING_VERSION``.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -305,8 +306,11 @@ def spoken(text: str, span: Span, replacements: Sequence[Replacement]) -> str:
     Replacements that straddle the span's edges are not applied (segments never cut them)."""
     out: list[str] = []
     pos = span.start
-    for r in replacements:
-        if r.start < span.start or r.end > span.end:
+    first = bisect.bisect_left(replacements, span.start, key=lambda r: r.start)
+    for r in replacements[first:]:
+        if r.start >= span.end:
+            break
+        if r.end > span.end:
             continue
         out.append(text[pos : r.start])
         out.append(r.spoken)

@@ -92,10 +92,10 @@ _JA_QUOTATIVE = frozenset("とっのがをにはもや")
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st jr sr vs etc no nos fig figs approx est dept inc ltd co corp vol "
     "p pp ch sec gen col lt sgt capt rev hon mt ave blvd rd jan feb mar apr jun jul aug sep "
-    "sept oct nov dec mon tue wed thu fri sat sun cf al".split()
+    "sept oct nov dec tue wed thu fri cf al".split()
 )
 # Of those, the ones that never end a sentence: the next sentence sentencex sees is the same one.
-_NEVER_FINAL = frozenset("mr mrs ms dr prof st gen col lt sgt capt rev hon mt vs approx cf fig figs p pp vol ch sec".split())
+_NEVER_FINAL = frozenset("mr mrs ms dr prof gen lt sgt capt rev hon mt vs approx cf fig figs p pp vol ch".split())
 _ABBREV_ALT = "|".join(sorted(ABBREVIATIONS, key=len, reverse=True))
 _RE_KEEP = re.compile(
     r"(?P<url>(?:https?://|www\.)[^\s<>\"'“”‘’「」『』（）()\[\]{}]+)"
@@ -123,18 +123,24 @@ def kept_together(text: str) -> list[Span]:
 
 
 class _Guard:
-    """Answers "is this position inside a kept-together span?" for a set of spans."""
+    """Answers "is this position inside a kept-together span?" in constant time."""
 
     def __init__(self, spans: Iterable[Span]) -> None:
         self.spans = sorted(spans)
+        size = max((s.end for s in self.spans), default=0) + 1
+        self._covered = bytearray(size)  # [i]: character i belongs to a span
+        self._interior = bytearray(size)  # [p]: a cut before character p splits a span
+        for s in self.spans:
+            self._covered[s.start : s.end] = b"\x01" * (s.end - s.start)
+            self._interior[s.start + 1 : s.end] = b"\x01" * max(0, s.end - s.start - 1)
 
     def cuts_into(self, pos: int) -> bool:
         """True when cutting before ``source[pos]`` would split a span."""
-        return any(s.start < pos < s.end for s in self.spans)
+        return 0 <= pos < len(self._interior) and bool(self._interior[pos])
 
     def covers(self, index: int) -> bool:
         """True when the character at ``index`` belongs to a span."""
-        return any(s.start <= index < s.end for s in self.spans)
+        return 0 <= index < len(self._covered) and bool(self._covered[index])
 
 
 def _segmenter_language(text: str, language: str) -> str:
@@ -353,7 +359,9 @@ def cap_span(text: str, span: Span, max_chars: int, keep: Sequence[Span] = ()) -
     between half the cap and the cap, never inside a kept-together stretch. A stretch longer
     than the cap (a long URL) becomes a segment of its own, over the cap; only one longer than
     the 510-character BERT limit is cut hard."""
-    guard = _Guard([*kept_together(text), *keep])
+    if span.end - span.start <= max_chars:
+        return [span]
+    guard = _Guard([s for s in [*kept_together(text), *keep] if s.end > span.start and s.start < span.end])
     out: list[Span] = []
     current: Span | None = span
     while current is not None and current.end - current.start > max_chars:

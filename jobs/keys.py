@@ -9,6 +9,12 @@ import json
 import uuid
 from typing import Any
 
+# How text is read aloud (segmentation, reading rules, normalisers in workers/gpt/text). Part of
+# every content key, so renders of an older reading are not reused; bump it whenever a change
+# there alters what is spoken for some text. 2: segments are exact slices of the source, read
+# from the whole sentence.
+READING_VERSION = "2"
+
 
 def content_key(
     normalised_text: str, voice_id: uuid.UUID, model_version: str, params: dict[str, Any]
@@ -19,6 +25,7 @@ def content_key(
             "voice": str(voice_id),
             "model": model_version,
             "params": params,
+            "reading": READING_VERSION,
         },
         sort_keys=True,
         ensure_ascii=False,

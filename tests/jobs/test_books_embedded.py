@@ -5,7 +5,9 @@ projects re-rendered on schedule and on voice, model or lexicon changes; the boo
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -127,6 +129,12 @@ def test_markdown_book_rendered_end_to_end_with_the_cli(
     assert (out / "tale.vtt").read_text().startswith("WEBVTT")
     assert srt == vtt
     assert [c[2] for c in srt] == [s["text"] for s in segments]
+    # Every cue is the text as written: per chapter, the cues give back its title and
+    # paragraphs (pause markers aside) up to whitespace.
+    for n, (title, paragraphs) in enumerate(zip(CHAPTER_TITLES, PARAGRAPHS, strict=True)):
+        written = "".join(s["text"] for s in segments if s["chapter"] == n)
+        source = title + "".join(re.sub(r"\[pause[^\]]*\]", "", p) for p in paragraphs)
+        assert squeeze(written) == squeeze(source)
     for name in ("tale.wav", "tale.m4b", "tale.mp3"):
         samples, rate = decode((out / name).read_bytes())
         assert_cues_match_audio(srt, samples, rate)
@@ -143,6 +151,60 @@ def test_markdown_book_rendered_end_to_end_with_the_cli(
     assert engine_calls(calls_dir) == first_calls
     assert "(%d reused)" % len(segments) in capsys.readouterr().out
     assert (tmp_path / "again" / "tale.srt").read_text() == (out / "tale.srt").read_text()
+
+
+def squeeze(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+HARD_BOOK = (
+    "# One\n\n"
+    'Dr. J. R. R. Tolkien paid $12.40 on Jan. 5. "Stop." She left. It rose 3.5% &amp; fell, see '
+    "https://ex.am/ple. Is A<B --> C? Version 2.1.3 ships at 10:30 a.m.\n\n"
+    "它涨了3.5%。他说：“我走了。”然后离开了。\n"
+)
+HARD_PARAGRAPHS = [
+    'Dr. J. R. R. Tolkien paid $12.40 on Jan. 5. "Stop." She left. It rose 3.5% & fell, see '
+    "https://ex.am/ple. Is A<B --> C? Version 2.1.3 ships at 10:30 a.m.",
+    "它涨了3.5%。他说：“我走了。”然后离开了。",
+]
+
+
+@pytest.mark.parametrize("split", ["sentences", "punctuation"])
+def test_subtitles_carry_exact_source_slices(runtime: Runtime, split: str) -> None:
+    """SRT, WebVTT and the manifest show each segment as written (an exact slice of its
+    paragraph, never cut inside a number, abbreviation or URL); the engine got the spoken form."""
+    client = TestClient(create_app(runtime=runtime))
+    new_voice(runtime, "narrator")
+    response = client.post(
+        "/v1/books",
+        files={"file": ("hard.md", HARD_BOOK.encode(), "text/markdown")},
+        data={"voice": "narrator", "format": "wav", "split": split, "language": "auto"},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert response.json()["status"] == "succeeded", response.text
+    manifest = client.get(f"/v1/jobs/{job_id}/files/manifest").json()
+    srt = parse_cues(client.get(f"/v1/jobs/{job_id}/files/srt").text)
+    vtt = parse_cues(client.get(f"/v1/jobs/{job_id}/files/vtt").text)
+    segments = manifest["segments"]
+    captions = [s["text"] for s in segments]
+    assert [c[2] for c in srt] == captions
+    assert [html.unescape(c[2]) for c in vtt] == captions  # WebVTT escapes < & > and nothing else
+    body = captions[1:]  # after the spoken chapter title
+    paragraph, position = 0, 0
+    for caption in body:
+        found = HARD_PARAGRAPHS[paragraph].find(caption, position)
+        if found < 0:
+            paragraph, position = paragraph + 1, 0
+            found = HARD_PARAGRAPHS[paragraph].find(caption)
+        assert found >= 0 and not HARD_PARAGRAPHS[paragraph][position:found].strip(), (caption, position, found)
+        position = found + len(caption)
+    assert squeeze("".join(body)) == squeeze("".join(HARD_PARAGRAPHS))
+    for kept in ("3.5%", "$12.40", "https://ex.am/ple.", "2.1.3", "J. R. R."):
+        assert any(kept in c for c in captions), kept
+    spoken = " ".join(s["spoken"] for s in segments)
+    assert "Doctor J R R Tolkien" in spoken and "ex dot am slash ple" in spoken and "Jan." not in spoken
 
 
 def counter(level: str, result: str) -> float:

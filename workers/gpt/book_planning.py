@@ -14,7 +14,8 @@ from typing import Any
 from jobs.books import MAX_PAUSE_S, BookOptions
 from jobs.keys import content_key
 from jobs.lifecycle import PlannedSegment
-from workers.gpt.planning import normalise_for_key, split_segments
+from workers.gpt.planning import normalise_for_key, plan_pieces
+from workers.gpt.text.reading import Replacement
 from workers.gpt.sources import Book
 
 PAUSE_MARKER = re.compile(r"\[\s*pause(?:\s+(\d+(?:\.\d+)?)\s*(ms|s)?)?\s*\]", re.IGNORECASE)
@@ -56,6 +57,12 @@ class Lexicon:
             return text
         return self.pattern.sub(lambda m: self.entries[m.group(0)], text)
 
+    def replacements(self, text: str) -> list[Replacement]:
+        """Where ``text`` holds an entry, as replacements for the planner."""
+        if self.pattern is None:
+            return []
+        return [Replacement(m.start(), m.end(), self.entries[m.group(0)]) for m in self.pattern.finditer(text)]
+
 
 @dataclass(frozen=True)
 class BookPlan:
@@ -79,29 +86,28 @@ def plan_book(
     for number, chapter in enumerate(book.chapters):
         title = chapter.title or (book.title if number == 0 and book.title else f"Chapter {number + 1}")
         titles.append(title)
-        # (written text, pause after) for each unit of the chapter, in reading order.
-        units: list[tuple[str, float]] = []
+        # (written text, spoken text, pause after) for each unit of the chapter, in reading order.
+        units: list[tuple[str, str, float]] = []
         blocks = ([chapter.title] if chapter.title and options.speak_titles else []) + chapter.paragraphs
         for block in blocks:
             for piece, marker in split_pauses(block, options.paragraph_pause_s):
                 if not piece:
                     if units and marker is not None:
-                        units[-1] = (units[-1][0], units[-1][1] + marker)
+                        units[-1] = (*units[-1][:2], units[-1][2] + marker)
                     continue
-                parts = split_segments(piece, method, language, max_chars)
+                parts = plan_pieces(piece, method, language, max_chars, lexicon.replacements(piece))
                 for i, part in enumerate(parts):
                     last = i == len(parts) - 1
-                    units.append((part, options.sentence_pause_s if not last else -1.0))
-                if marker is not None:
-                    units[-1] = (units[-1][0], marker)
-            if units and units[-1][1] < 0:
-                units[-1] = (units[-1][0], options.paragraph_pause_s)
-        units = [(text, options.sentence_pause_s if pause < 0 else pause) for text, pause in units]
+                    units.append((part.written, part.spoken, options.sentence_pause_s if not last else -1.0))
+                if marker is not None and units:
+                    units[-1] = (*units[-1][:2], marker)
+            if units and units[-1][2] < 0:
+                units[-1] = (*units[-1][:2], options.paragraph_pause_s)
+        units = [(w, s, options.sentence_pause_s if pause < 0 else pause) for w, s, pause in units]
         if units:
             # The gap between chapters is the assembly's (options.chapter_pause_s).
-            units[-1] = (units[-1][0], 0.0)
-        for written, pause in units:
-            spoken = lexicon.apply(written)
+            units[-1] = (*units[-1][:2], 0.0)
+        for written, spoken, pause in units:
             key = content_key(normalise_for_key(spoken), voice_id, model_version, params)
             planned.append(
                 PlannedSegment(

@@ -1,54 +1,47 @@
-"""Planning a job: its text → segments with content keys. ``sentences`` (the default) cuts at
-sentence ends and packs sentences up to the length cap — the unit an audiobook is re-rendered
-in; the official split methods (``workers.gpt.text.SplitMethod``) are there for users who know
-them. Every segment respects the cap, whatever the method."""
+"""Planning a job: its text → segments with content keys. Every segment is an exact slice of
+the text (its caption, what subtitles show); what is synthesised and keyed is the slice's spoken
+form, from readings found on the whole text (``workers.gpt.text.reading``). ``sentences`` (the
+default) cuts at sentence ends and packs sentences up to the length cap — the unit an audiobook
+is re-rendered in; the official split methods (``workers.gpt.text.SplitMethod``) are there for
+users who know them. Every segment respects the cap, whatever the method."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.keys import content_key
 from jobs.lifecycle import PlannedSegment
-from workers.gpt.text import SplitMethod, split_text
+from workers.gpt.text.reading import Replacement, overlay, readings, spoken
+from workers.gpt.text.segment import SplitMethod, Span, segment_spans
 
-SENTENCES = "sentences"
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;…])\s*")
-_SOFT_BREAK = re.compile(r"[,，、;；:：—]\s*|\s+")
-
-
-def _cap(piece: str, max_chars: int) -> list[str]:
-    """Cut a piece longer than the cap at its last soft break (comma, space) before the cap."""
-    out: list[str] = []
-    while len(piece) > max_chars:
-        breaks = [m.end() for m in _SOFT_BREAK.finditer(piece, 0, max_chars) if m.end() > max_chars // 2]
-        cut = breaks[-1] if breaks else max_chars
-        out.append(piece[:cut].strip())
-        piece = piece[cut:].strip()
-    if piece:
-        out.append(piece)
-    return out
+SENTENCES = SplitMethod.SENTENCES.value
+_RE_SPEAKABLE = re.compile(r"\w")
 
 
-def split_segments(text: str, method: str, language: str, max_chars: int) -> list[str]:
-    if method == SENTENCES:
-        sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-        segments: list[str] = []
-        for piece in (p for s in sentences for p in _cap(s, max_chars)):
-            joiner = "" if _is_cjk(piece[:1]) else " "
-            if segments and len(segments[-1]) + len(joiner) + len(piece) <= max_chars:
-                segments[-1] = f"{segments[-1]}{joiner}{piece}"
-            else:
-                segments.append(piece)
-        return segments
-    pieces = split_text(text, SplitMethod.parse(method), "en" if language == "en" else "zh")
-    return [p for piece in pieces for p in _cap(piece, max_chars)]
+@dataclass(frozen=True)
+class Piece:
+    """One planned segment: ``text[span]`` as written, and as it is spoken."""
+
+    span: Span
+    written: str
+    spoken: str
 
 
-def _is_cjk(char: str) -> bool:
-    return bool(char) and unicodedata.east_asian_width(char) in ("W", "F")
+def plan_pieces(
+    text: str, method: str, language: str, max_chars: int, lexicon: Sequence[Replacement] = ()
+) -> list[Piece]:
+    """Segments of ``text`` with their spoken forms; ``lexicon`` replacements win over the
+    reading rules. A text with nothing to pronounce has no segments."""
+    if not _RE_SPEAKABLE.search(text):
+        return []
+    replacements = overlay(lexicon, readings(text, language))
+    spans = segment_spans(text, SplitMethod.parse(method), language, max_chars, keep=[r.span for r in replacements])
+    return [Piece(s, s.text(text), spoken(text, s, replacements)) for s in spans]
 
 
 def normalise_for_key(text: str) -> str:
@@ -66,6 +59,10 @@ def plan_segments(
     max_chars: int,
 ) -> list[PlannedSegment]:
     return [
-        PlannedSegment(text=piece, content_key=content_key(normalise_for_key(piece), voice_id, model_version, params))
-        for piece in split_segments(text, method, language, max_chars)
+        PlannedSegment(
+            text=piece.spoken,
+            content_key=content_key(normalise_for_key(piece.spoken), voice_id, model_version, params),
+            caption=piece.written,
+        )
+        for piece in plan_pieces(text, method, language, max_chars)
     ]

@@ -1,7 +1,11 @@
-"""Subtitles from segment timings: SubRip (SRT) and WebVTT, one cue per segment."""
+"""Subtitles from segment timings: SubRip (SRT) and WebVTT, one cue per segment. A cue's text
+is the segment's caption (an exact slice of the source) on one line: only whitespace changes,
+and WebVTT's three reserved characters are written as the character references its parsers
+turn back into them."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 
@@ -21,8 +25,14 @@ def _timestamp(seconds: float, decimal: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    # A blank line ends a cue in both formats; "-->" would read as a timing line in WebVTT.
-    return " ".join(text.split()).replace("-->", "→")
+    # A blank line ends a cue in both formats.
+    return " ".join(text.split())
+
+
+def _vtt_text(text: str) -> str:
+    # "<" opens a tag and "&" a reference in WebVTT cue text, and "-->" would read as a timing
+    # line; &lt; &amp; &gt; are decoded back to the written characters by every parser.
+    return html.escape(_one_line(text), quote=False)
 
 
 def srt(cues: list[Cue]) -> str:
@@ -35,7 +45,7 @@ def srt(cues: list[Cue]) -> str:
 
 def webvtt(cues: list[Cue]) -> str:
     blocks = [
-        f"{n}\n{_timestamp(c.start_s, '.')} --> {_timestamp(c.end_s, '.')}\n{_one_line(c.text)}\n"
+        f"{n}\n{_timestamp(c.start_s, '.')} --> {_timestamp(c.end_s, '.')}\n{_vtt_text(c.text)}\n"
         for n, c in enumerate(cues, start=1)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

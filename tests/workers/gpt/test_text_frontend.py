@@ -367,6 +367,8 @@ def test_zh_traditional_to_simplified() -> None:
         ("1km away", "one kilometer away"),
         ("NASA rocks", "N A S A rocks"),
         ("Wait... what", "Wait. what"),
+        ("1. Mix it", "first, Mix it"),  # a numbered list item, at the start of a line
+        ("I have 3. You have 4.", "I have three. You have four."),  # not an ordinal mid-line
         ("Note: this; that", "Note this that"),  # official drops : and ; (see en_norm)
         ("café", "cafe"),
         ("ＡＢＣ １２", "A B C twelve"),  # full-width ASCII is read, not dropped
@@ -390,18 +392,20 @@ def test_split_method_names_and_official_aliases() -> None:
 
 
 def test_english_period_keeps_decimals() -> None:
-    assert cut_text("Pi is 3.14 here. It is famous.", "english_period") == ["Pi is 3.14 here", " It is famous"]
-    # official regex: a period right after a digit is never a cut point either
-    assert cut_text("Pi is 3.14. It is famous.", "english_period") == ["Pi is 3.14. It is famous"]
+    # Segments are exact slices: the period stays, and a decimal point is never a cut.
+    assert cut_text("Pi is 3.14 here. It is famous.", "english_period") == ["Pi is 3.14 here.", "It is famous."]
+    assert cut_text("Pi is 3.14. It is famous.", "english_period") == ["Pi is 3.14.", "It is famous."]
+    assert cut_text("Dr. Who is 3.5 m tall. Yes.", "english_period") == ["Dr. Who is 3.5 m tall.", "Yes."]
 
 
 def test_punctuation_keeps_decimals() -> None:
     assert cut_text("价格是3.14元，很便宜。", "punctuation") == ["价格是3.14元，", "很便宜。"]
     assert cut_text("a,b.c", SplitMethod.PUNCTUATION) == ["a,", "b.", "c"]
+    assert cut_text("It cost 1,000, or 10:30.", "punctuation") == ["It cost 1,000,", "or 10:30."]
 
 
 def test_chinese_period() -> None:
-    assert cut_text("第一句。第二句。第三句", "chinese_period") == ["第一句", "第二句", "第三句"]
+    assert cut_text("第一句。第二句。第三句", "chinese_period") == ["第一句。", "第二句。", "第三句"]
 
 
 def test_every_4_sentences_last_group_takes_the_remainder() -> None:
@@ -420,16 +424,17 @@ def test_about_50_chars() -> None:
 
 def test_none_and_punctuation_only() -> None:
     assert cut_text("整段不切。第二句。", "none") == ["整段不切。第二句。"]
-    assert cut_text("..", "none") == []
-    assert cut_text("。。", "none") == ["。。"]  # official cut0 only knows ASCII marks...
-    assert split_text("。。", "none") == []  # ...the pipeline drops it as punctuation-only
-    assert cut_text("，。", "punctuation") == []
+    # Nothing is dropped: a text of marks only is one segment (the planner has nothing to say).
+    assert cut_text("..", "none") == [".."]
+    assert split_text("。。", "none") == ["。。"]
+    assert cut_text("，。", "punctuation") == ["，。"]
+    assert cut_text("Hi. ...", "punctuation") == ["Hi. ..."]  # a stray mark joins its neighbour
 
 
 def test_split_text_pipeline() -> None:
-    # a very short first clause gets a leading mark; the last piece gets a closing mark
-    assert split_text("你好。今天天气不错", "none") == ["。你好。今天天气不错。"]
-    assert split_text("Hi. How are you", "none", language="en") == [".Hi. How are you."]
+    # No mark is added, removed or collapsed (the engine closes the spoken form instead).
+    assert split_text("你好。今天天气不错", "none") == ["你好。今天天气不错"]
+    assert split_text("Hi!!! How are you", "none", language="en") == ["Hi!!! How are you"]
     # pieces shorter than 5 characters are merged forward
     assert split_text("今天天气，很好，我们走吧。", "punctuation") == ["今天天气，", "很好，我们走吧。"]
     # newlines always separate segments
@@ -437,6 +442,7 @@ def test_split_text_pipeline() -> None:
     long = ("一二三四五六七八九十" * 30 + "，") * 2
     pieces = split_text(long, "none")
     assert len(pieces) == 2 and all(len(p) <= 510 for p in pieces)
+    assert "".join(pieces) == long
 
 
 # ----------------------------------------------------------------------------- language split

@@ -2,7 +2,8 @@
 
 Follows the official ``english.text_normalize`` + ``en_normalization/expend.normalize`` rule
 order and readings (number words from ``inflect``, years 1001-2999 read in pairs, 24-hour
-times read with a.m./p.m., "$6.24" -> six dollars and twenty-four cents). The output keeps
+times read with a.m./p.m., "$6.24" -> six dollars and twenty-four cents), except that "3. " is
+read as a list ordinal only at the start of a line. The output keeps
 only letters, spaces and ``' . , ? ! -``; upper-case letters inside a word are split off
 ("GPT" -> "G P T") so acronyms are spelled out.
 """
@@ -28,7 +29,10 @@ _OPERATORS = {"+": " plus ", "-": " minus ", "×": " times ", "÷": " divided by
 _SUP = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
 _OPERAND = rf"((-?)((\d+)(\.\d+)?[{_SUP}]*)|(\.\d+[{_SUP}]*)|([A-Za-z][{_SUP}]*))"
 
-_RE_LIST_ORDINAL = re.compile(r"\b([0-9]+)\. ")
+# Official: r"\b([0-9]+)\. " anywhere, which reads a sentence-final number as an ordinal
+# ("I have 3. You" -> "I have third, You", "3.14159. That" -> "... ninth,"). A numbered list
+# item starts a line, so only there.
+_RE_LIST_ORDINAL = re.compile(r"(?m)^([0-9]+)\. ")
 _RE_ARITHMETIC = re.compile(_OPERAND + r"\s+([\+\-\×÷=])\s+" + _OPERAND)
 _RE_NEGATIVE = re.compile(r"(?:^|\s+)(-)(\d+)")
 _RE_COMMA_NUMBER = re.compile(r"([0-9][0-9\,]+[0-9])")

@@ -95,6 +95,12 @@ def clean_chunk(text: str, language: str, zh_g2p: ZhG2P | None = None) -> ChunkP
     return ChunkPhones(language, text, norm, phones, cleaned_text_to_sequence(phones), word2ph)
 
 
+def normalize_text(text: str, language: str) -> str:
+    """What the G2P reads for ``text``: each language chunk through its normaliser."""
+    normalizers = {"zh": normalize_zh, "en": normalize_en, "ja": normalize_ja}
+    return "".join(normalizers[c.language](c.text) for c in split_languages(text, language))
+
+
 def text_to_phones(text: str, language: str, zh_g2p: ZhG2P | None = None) -> PhonemizedText:
     """Phonemise one segment. ``language``: "zh" (Chinese, embedded English allowed), "en",
     "ja" (Japanese, embedded English allowed) or "auto" (zh/ja/en by script)."""

@@ -210,14 +210,15 @@ def load_sovits(
     weight = cast_state_dict(
         {k: v for k, v in container.weight.items() if not k.startswith(_TRAINING_ONLY_PREFIX)}, torch.float32
     )
+    # Built on the meta device: a random init of up to 85 M parameters is pure waste before a
+    # load; the loaded tensors are assigned in place of the meta ones.
     with torch.device("meta"):
-        shapes = SoVITSModel(config).official_key_shapes()
-    check_keys(weight, shapes, path)
-    model = SoVITSModel(config)
+        model = SoVITSModel(config)
+    check_keys(weight, model.official_key_shapes(), path)
     for prefix in weight_norm.marked_prefixes(model):
         g, v = weight.pop(f"{prefix}.weight_g"), weight.pop(f"{prefix}.weight_v")
         weight[f"{prefix}.weight"] = weight_norm.fold(g, v)
-    model.load_state_dict(weight, strict=True)
+    model.load_state_dict(weight, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

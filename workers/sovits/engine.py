@@ -1,7 +1,8 @@
 """The GPT-SoVITS acoustic engine and voice encoder behind the ``jobs.engine`` interface:
 semantic tokens + a voice's stored features → 32 kHz waveform (torch or ONNX Runtime), and
-reference clips → voice features (style vector over every clip, HuBERT prompt tokens of the
-first, resemblyzer speaker embedding over every clip). Models are loaded once per process."""
+reference clips → voice features (style vector over every clip, for v2Pro/v2ProPlus fused with
+each clip's speaker-verification embedding; HuBERT prompt tokens of the first; resemblyzer
+speaker embedding over every clip). Models are loaded once per process."""
 
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ class GPTSoVITSAcoustic:
         codes = torch.as_tensor(semantic.tokens, dtype=torch.long).view(1, 1, -1)  # [1, 1, T]
         phones = torch.as_tensor(semantic.phones, dtype=torch.long).view(1, -1)  # [1, P]
         style = torch.as_tensor(voice.style, dtype=torch.float32).view(1, -1, 1)  # [1, gin, 1]
+        gin = self.model.config.gin_channels
+        if style.shape[1] != gin:
+            raise PermanentJobError(
+                f"the voice's style vector has {style.shape[1]} values; this {self.model.config.version} "
+                f"model takes {gin}: encode the voice for this model",
+                code="voice_model_mismatch",
+            )
         generator = torch.Generator().manual_seed(params.seed)
         with self._lock:
             if self.onnx is not None and params.speed == 1.0:
@@ -107,7 +115,9 @@ class GPTSoVITSVoiceEncoder:
     @torch.inference_mode()
     def encode(self, references: list[ReferenceClip], transcript: str | None, language: str) -> VoiceFeatures:
         specs = [reference_spectrogram(torch.from_numpy(np.asarray(c.audio_32k, np.float32))) for c in references]
-        style = self.model.style_vector(specs)  # [1, gin, 1], averaged over the clips
+        sv = self.sv_embeddings(references) if self.model.is_pro else None  # [clips, 20480]
+        sv_list = None if sv is None else [torch.from_numpy(row[None]) for row in sv]
+        style = self.model.style_vector(specs, sv_list)  # [1, gin, 1], averaged over the clips
         prompt = None
         if transcript is not None:
             wav16k = torch.from_numpy(np.asarray(references[0].audio_16k, np.float32))
@@ -118,6 +128,18 @@ class GPTSoVITSVoiceEncoder:
             prompt_semantic=prompt,
             style=style.float().cpu().numpy().reshape(-1),
             speaker_embedding=reference_embedding(references),
+            sv_embedding=sv,
+        )
+
+    def sv_embeddings(self, references: list[ReferenceClip]) -> np.ndarray:
+        """float32 ``[clips, 20480]``: each clip's ERes2NetV2 embedding, from its 32 kHz audio
+        resampled to 16 kHz as the official code does (not the HuBERT 16 kHz signal)."""
+        # TODO(lead): wire the speaker-verification model of branch `sv`
+        # (workers/sovits/model/sv.py, loaded from ModelPaths.sv): one embedding per clip.
+        raise PermanentJobError(
+            f"a {self.model.config.version} model needs the speaker-verification model to encode a "
+            "voice, and it is not wired in this build",
+            code="model_unavailable",
         )
 
 

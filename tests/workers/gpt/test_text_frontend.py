@@ -484,6 +484,6 @@ def test_v1_symbol_table_is_the_sorted_base_set() -> None:
     assert symbols_for("v2Pro") is symbols_for("v2ProPlus") is SYMBOLS
     ids = cleaned_text_to_sequence(["a1", "[", "k", "]", "SP"])
     assert phone_ids_for(ids, "v2") == ids
-    assert phone_ids_for(ids, "v1") == cleaned_text_to_sequence(["a1", "k", "SP"])
+    assert phone_ids_for(ids, "v1") == cleaned_text_to_sequence(["a1", "UNK", "k", "UNK", "SP"])
     with pytest.raises(ValueError, match="Yz"):
         phone_ids_for(cleaned_text_to_sequence(["a1", "Yz"]), "v1")

@@ -103,19 +103,19 @@ def symbols_for(generation: str) -> tuple[str, ...]:
 
 
 def phone_ids_for(ids: Iterable[int], generation: str) -> list[int]:
-    """v2 phone ids -> the ids a model of ``generation`` reads. Same ids for v1 (its table is
-    the v2 table's prefix), except that the v2-only Japanese pitch marks are dropped (the v1
-    Japanese cleaner never writes them) and any other v2-only phone (Korean, Cantonese) is
-    refused with ``ValueError``."""
-    out = list(ids)
+    """v2 phone ids -> the ids a model of ``generation`` reads. A v1 id is the v2 id of the same
+    phone; v2-only phones become ``UNK`` as the official v1 cleaner does (that is what happens to
+    the Japanese pitch marks ``[`` ``]``), except Korean and Cantonese ones: v1 has no such
+    languages, so those are refused with ``ValueError`` rather than read as a run of UNKs."""
+    ids = list(ids)
     if generation != "v1":
-        return out
+        return ids
     pitch = {SYMBOL_TO_ID[m] for m in JA_PITCH_MARKS}
-    out = [i for i in out if i not in pitch]
-    beyond = sorted({SYMBOLS[i] for i in out if i >= NUM_SYMBOLS_V1})
+    beyond = sorted({SYMBOLS[i] for i in ids if i >= NUM_SYMBOLS_V1 and i not in pitch})
     if beyond:
         raise ValueError(f"phones {', '.join(beyond)} have no v1 symbol (v1 models read zh, en and ja only)")
-    return out
+    unk = SYMBOL_TO_ID["UNK"]
+    return [unk if i in pitch else i for i in ids]
 
 
 def cleaned_text_to_sequence(phones: Iterable[str]) -> list[int]:

@@ -75,7 +75,8 @@ def test_onnx_noise_matches_torch_for_same_seed(runner: OnnxDecoder, model: SoVI
 
 
 def test_onnx_decoder_of_a_pro_model_matches_official(tmp_path: Path) -> None:
-    """v2ProPlus (SV-fused style, ge_to512 inside the graph, first upsampler kernel 20)."""
+    """v2ProPlus (SV-fused style, ge_to512 inside the graph, first upsampler kernel 20); held to
+    1e-6, not the 1e-4 above: the measured difference is 1.0e-7."""
     from tests.support.official import parity_v2pro
 
     root = parity_v2pro()
@@ -90,4 +91,4 @@ def test_onnx_decoder_of_a_pro_model_matches_official(tmp_path: Path) -> None:
     wav = runner.decode(codes, phones, style, noise_scale=0.0)
     expected = np.load(root / "expected/v2ProPlus_decode_wav_speed1.npy")
     assert wav.shape == expected.shape
-    np.testing.assert_allclose(wav.numpy(), expected, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(wav.numpy(), expected, rtol=0, atol=1e-6)

@@ -221,6 +221,8 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     if args.generation != "v2":
         # The default paths under the models folder are the v2 ones; name this pair instead.
         print(f"use them with: VOXMILL_GPT_CHECKPOINT={gpt} VOXMILL_SOVITS_CHECKPOINT={sovits}")
+    if args.generation in ("v2Pro", "v2ProPlus"):
+        print("note: the speaker-verification model that Pro voices need is not written by this build yet")
     return 0
 
 

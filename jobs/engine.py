@@ -74,7 +74,7 @@ class VoiceFeatures:
     prompt_text: str | None  # None: reference-free mode (no prompt tokens)
     prompt_language: str
     prompt_semantic: np.ndarray | None  # int64 [T] 25 Hz semantic tokens of the reference
-    style: np.ndarray  # float32 [gin] style vector, averaged over the references
+    style: np.ndarray  # float32 [gin] style vector, averaged over the references (Pro: SV-fused)
     speaker_embedding: np.ndarray | None = None  # float32 [256] d-vector, for quality scores
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     # float32 [clips, 20480] speaker-verification (ERes2NetV2) embeddings, one per reference

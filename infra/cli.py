@@ -229,8 +229,13 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     from workers.assets import make_tiny
 
-    make_tiny(Path(args.dir), full_size=args.full_size, seed=args.seed)
-    print(f"wrote {'full-size' if args.full_size else 'tiny'} random models to {args.dir}")
+    gpt, sovits = make_tiny(Path(args.dir), full_size=args.full_size, seed=args.seed, generation=args.generation)
+    print(f"wrote {'full-size' if args.full_size else 'tiny'} random {args.generation} models to {args.dir}")
+    if args.generation != "v2":
+        # The default paths under the models folder are the v2 ones; name this pair instead.
+        print(f"use them with: VOXMILL_GPT_CHECKPOINT={gpt} VOXMILL_SOVITS_CHECKPOINT={sovits}")
+    if args.generation in ("v2Pro", "v2ProPlus"):
+        print("note: the speaker-verification model that Pro voices need is not written by this build yet")
     return 0
 
 
@@ -322,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_models_check)
     tiny = models.add_parser("make-tiny", help="write random models in the official formats")
     tiny.add_argument("dir")
-    tiny.add_argument("--full-size", action="store_true", help="official v2 dimensions (random weights)")
+    tiny.add_argument("--full-size", action="store_true", help="the generation's official dimensions (random weights)")
+    tiny.add_argument(
+        "--generation", default="v2", choices=["v1", "v2", "v2Pro", "v2ProPlus"], help="model generation (default v2)"
+    )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_models_make_tiny)
 

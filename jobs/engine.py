@@ -74,9 +74,12 @@ class VoiceFeatures:
     prompt_text: str | None  # None: reference-free mode (no prompt tokens)
     prompt_language: str
     prompt_semantic: np.ndarray | None  # int64 [T] 25 Hz semantic tokens of the reference
-    style: np.ndarray  # float32 [gin] style vector, averaged over the references
+    style: np.ndarray  # float32 [gin] style vector, averaged over the references (Pro: SV-fused)
     speaker_embedding: np.ndarray | None = None  # float32 [256] d-vector, for quality scores
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # float32 [clips, 20480] speaker-verification (ERes2NetV2) embeddings, one per reference
+    # clip; v2Pro/v2ProPlus fuse them into ``style``. Model-independent, so kept to re-fuse.
+    sv_embedding: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {
@@ -89,6 +92,8 @@ class VoiceFeatures:
             arrays["prompt_semantic"] = np.asarray(self.prompt_semantic, dtype=np.int64)
         if self.speaker_embedding is not None:
             arrays["speaker_embedding"] = np.asarray(self.speaker_embedding, dtype=np.float32)
+        if self.sv_embedding is not None:
+            arrays["sv_embedding"] = np.asarray(self.sv_embedding, dtype=np.float32)
         arrays.update({f"extra_{k}": v for k, v in self.extra.items()})
         return _npz_bytes(**arrays)
 
@@ -101,6 +106,7 @@ class VoiceFeatures:
             prompt_semantic=a.get("prompt_semantic"),
             style=a["style"],
             speaker_embedding=a.get("speaker_embedding"),
+            sv_embedding=a.get("sv_embedding"),
             extra={k[len("extra_") :]: v for k, v in a.items() if k.startswith("extra_")},
         )
 

@@ -11,6 +11,11 @@ Layout of a models folder (it mirrors the official Hugging Face repository ``lj1
     chinese-roberta-wwm-ext-large/{config.json, tokenizer.json, pytorch_model.bin}
     G2PWModel/                     optional: better Chinese polyphone G2P when present
     manifest.json                  what is here, with sha256 of every file (written by us)
+
+The other generations' GPT + SoVITS pairs sit at their official names beside these
+(``GENERATION_FILES``): v1 ``s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt`` + ``s2G488k.pth``,
+v2Pro / v2ProPlus ``s1v3.ckpt`` + ``v2Pro/s2Gv2Pro.pth`` / ``v2Pro/s2Gv2ProPlus.pth`` (these two
+also need the speaker-verification model ``sv/pretrained_eres2netv2w24s4ep4.ckpt``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ TINY_T2S_CONFIG: dict[str, Any] = {
         "EOS": 1024,
     },
 }
+
+# Official (GPT, SoVITS) file names of each generation, relative to the models folder.
+GENERATION_FILES: dict[str, tuple[str, str]] = {
+    "v1": ("s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt", "s2G488k.pth"),
+    "v2": (GPT_FILE, SOVITS_FILE),
+    "v2Pro": ("s1v3.ckpt", "v2Pro/s2Gv2Pro.pth"),
+    "v2ProPlus": ("s1v3.ckpt", "v2Pro/s2Gv2ProPlus.pth"),
+}
+PRO_GENERATIONS = ("v2Pro", "v2ProPlus")
 
 OFFICIAL_FILES: tuple[tuple[str, str], ...] = (
     (GPT_FILE, "T2S (GPT) v2 weights, ~155 MB"),
@@ -211,23 +225,43 @@ def pull(root: Path, include_g2pw: bool = False) -> int:
     return 0
 
 
-def make_tiny(root: Path, full_size: bool = False, seed: int = 0) -> None:
-    """Random models in the official formats and layout: tiny (seconds to build and run: tests,
-    ``voxmill demo --tiny``) or with the official v2 dimensions (benchmarks)."""
-    from workers.gpt.model import write_random_checkpoint as write_t2s
-    from workers.gpt.text.bert import write_tiny_bert
-    from workers.sovits.model import v2_config, write_random_checkpoint as write_sovits, write_tiny_hubert
-    from workers.sovits.model import write_random_sv_checkpoint
+def tiny_t2s_config(generation: str = "v2") -> dict[str, Any]:
+    """``TINY_T2S_CONFIG`` with the generation's phone vocabulary (v1: 512 rows)."""
+    from workers.gpt.model.config import PHONEME_VOCAB_SIZES
 
-    paths = ModelPaths.under(root)
+    config = json.loads(json.dumps(TINY_T2S_CONFIG))
+    config["model"]["phoneme_vocab_size"] = PHONEME_VOCAB_SIZES[generation]
+    return config
+
+
+def make_tiny(root: Path, full_size: bool = False, seed: int = 0, generation: str = "v2") -> tuple[Path, Path]:
+    """Random models of one generation (v1, v2, v2Pro, v2ProPlus) in the official formats, at the
+    generation's official file names: tiny (seconds to build and run: tests, ``voxmill demo
+    --tiny``) or with the official dimensions (benchmarks). Returns the (GPT, SoVITS) paths."""
+    from workers.gpt.model import T2SConfig, write_random_checkpoint as write_t2s
+    from workers.gpt.text.bert import write_tiny_bert
+    from workers.sovits.model import generation_config, write_random_checkpoint as write_sovits, write_tiny_hubert
+    from workers.sovits.model import write_random_sv_checkpoint
+    from workers.sovits.model.sv import SMALL_SV_CONFIG
+
+    if generation not in GENERATION_FILES:
+        raise ValueError(f"unknown generation {generation!r}; one of {', '.join(GENERATION_FILES)}")
+    gpt_name, sovits_name = GENERATION_FILES[generation]
+    paths = ModelPaths.under(root, gpt=root / gpt_name, sovits=root / sovits_name)
     for path in (paths.gpt, paths.sovits):
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_t2s(paths.gpt, None if full_size else TINY_T2S_CONFIG, seed=seed)
-    write_sovits(paths.sovits, v2_config(full_size=full_size), seed=seed, full_size=full_size)
+    write_t2s(paths.gpt, T2SConfig.for_generation(generation) if full_size else tiny_t2s_config(generation), seed=seed)
+    sovits_config = generation_config(generation, full_size=full_size)
+    if generation in PRO_GENERATIONS and not full_size:
+        sovits_config["model"]["sv_dim"] = SMALL_SV_CONFIG.embedding_dim  # pairs with the small SV model
+    write_sovits(paths.sovits, sovits_config, seed=seed, generation=generation)
+    if generation in PRO_GENERATIONS:  # the speaker-verification model only Pro voices need
+        write_random_sv_checkpoint(paths.sv, seed=seed, full_size=full_size)  # small: 3.5 MB; full: 214 MB
     write_tiny_hubert(paths.hubert, seed=seed)
     write_tiny_bert(paths.bert, seed=seed)
-    write_random_sv_checkpoint(paths.sv, seed=seed, full_size=full_size)  # small: 3.5 MB; full: 214 MB
     with open(paths.hubert / "preprocessor_config.json", "w") as handle:
         json.dump({"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}, handle)
-    write_manifest(root, "full-size-random" if full_size else "tiny-random", f"voxmill make-tiny seed={seed}")
+    kind = "full-size-random" if full_size else "tiny-random"
+    write_manifest(root, kind, f"voxmill make-tiny generation={generation} seed={seed}")
     (root / "READY").write_text("random weights: the audio is noise\n")
+    return paths.gpt, paths.sovits

@@ -168,12 +168,14 @@ def test_offline_demo_names_every_missing_file(tmp_path: Path) -> None:
     assert "voxmill models pull" in result.stderr and "voxmill demo --tiny" in result.stderr
 
 
-def test_make_tiny_writes_a_small_sv_model(tiny_models: Path) -> None:
+def test_make_tiny_writes_a_small_sv_model_for_pro_generations_only(tiny_models: Path, tmp_path: Path) -> None:
     from workers.assets import ModelPaths
     from workers.sovits.model.sv import SMALL_SV_CONFIG, SpeakerVerifier
 
-    sv_path = ModelPaths.under(tiny_models).sv
-    assert sv_path == tiny_models / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt"
+    assert not ModelPaths.under(tiny_models).sv.exists()  # v2 voices never need it
+    make_tiny(tmp_path, generation="v2Pro")
+    sv_path = ModelPaths.under(tmp_path).sv
+    assert sv_path == tmp_path / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt"
     verifier = SpeakerVerifier.load(sv_path)
     assert verifier.config == SMALL_SV_CONFIG
     assert verifier.embed(np.zeros(3200, dtype=np.float32) + 0.01).shape == (1, 2560)

@@ -22,6 +22,7 @@ from workers.gpt.model import SamplingParams, T2SRequest, Text2SemanticModel, ge
 from workers.gpt.text import text_to_phones
 from workers.gpt.text.bert import BertFeatureExtractor
 from workers.gpt.text.segment import SENTENCE_MARKS
+from workers.gpt.text.symbols import phone_ids_for
 
 _PROMPT_CACHE_SIZE = 256
 # A runaway guard the official inference lacks: normal speech takes about 2 semantic tokens
@@ -71,7 +72,12 @@ class GPTSoVITSSemantic:
         phonemized = text_to_phones(with_final_mark(text, language), language)
         if not phonemized.phone_ids:
             raise PermanentJobError(f"nothing to pronounce in {text!r}", code="no_phones")
-        return list(phonemized.phone_ids), self.bert.features_for(phonemized)
+        # A v1 model (512-row phone embedding) reads the 322-symbol v1 table, a prefix of v2's.
+        try:
+            ids = phone_ids_for(phonemized.phone_ids, self.model.config.phone_table)
+        except ValueError as exc:
+            raise PermanentJobError(str(exc), code="unsupported_phones") from exc
+        return ids, self.bert.features_for(phonemized)
 
     def _prompt(self, voice: VoiceFeatures) -> tuple[list[int], torch.Tensor]:
         assert voice.prompt_text is not None

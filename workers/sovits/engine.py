@@ -1,7 +1,8 @@
 """The GPT-SoVITS acoustic engine and voice encoder behind the ``jobs.engine`` interface:
 semantic tokens + a voice's stored features → 32 kHz waveform (torch or ONNX Runtime), and
-reference clips → voice features (style vector over every clip, HuBERT prompt tokens of the
-first, resemblyzer speaker embedding over every clip). Models are loaded once per process."""
+reference clips → voice features (style vector over every clip, for v2Pro/v2ProPlus fused with
+each clip's speaker-verification embedding; HuBERT prompt tokens of the first; resemblyzer
+speaker embedding over every clip). Models are loaded once per process."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from jobs.errors import PermanentJobError
 from jobs.settings import Settings
 from workers.assets import ModelPaths, model_version as assets_model_version
 from workers.checkpoints import CheckpointError
-from workers.sovits.model import HubertContent, SoVITSModel, prompt_semantic, reference_spectrogram
+from workers.sovits.model import HubertContent, SoVITSModel, SpeakerVerifier, prompt_semantic, reference_spectrogram
 
 SAMPLE_RATE = 32000
 log = logging.getLogger("voxmill.sovits")
@@ -65,6 +66,13 @@ class GPTSoVITSAcoustic:
         codes = torch.as_tensor(semantic.tokens, dtype=torch.long).view(1, 1, -1)  # [1, 1, T]
         phones = torch.as_tensor(semantic.phones, dtype=torch.long).view(1, -1)  # [1, P]
         style = torch.as_tensor(voice.style, dtype=torch.float32).view(1, -1, 1)  # [1, gin, 1]
+        gin = self.model.config.gin_channels
+        if style.shape[1] != gin:
+            raise PermanentJobError(
+                f"the voice's style vector has {style.shape[1]} values; this {self.model.config.version} "
+                f"model takes {gin}: encode the voice for this model",
+                code="voice_model_mismatch",
+            )
         generator = torch.Generator().manual_seed(params.seed)
         with self._lock:
             if self.onnx is not None and params.speed == 1.0:
@@ -103,11 +111,15 @@ class GPTSoVITSVoiceEncoder:
         self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, settings.device, dtype)  # type: ignore[assignment]
         self.hubert: HubertContent = _checked(_load_hubert, self.paths.hubert, settings.device, dtype)  # type: ignore[assignment]
         self.model_version = assets_model_version(self.paths)
+        self.device = settings.device
+        self._verifier: SpeakerVerifier | None = None
 
     @torch.inference_mode()
     def encode(self, references: list[ReferenceClip], transcript: str | None, language: str) -> VoiceFeatures:
         specs = [reference_spectrogram(torch.from_numpy(np.asarray(c.audio_32k, np.float32))) for c in references]
-        style = self.model.style_vector(specs)  # [1, gin, 1], averaged over the clips
+        sv = self.sv_embeddings(references) if self.model.is_pro else None  # [clips, 20480]
+        sv_list = None if sv is None else [torch.from_numpy(row[None]) for row in sv]
+        style = self.model.style_vector(specs, sv_list)  # [1, gin, 1], averaged over the clips
         prompt = None
         if transcript is not None:
             wav16k = torch.from_numpy(np.asarray(references[0].audio_16k, np.float32))
@@ -118,7 +130,22 @@ class GPTSoVITSVoiceEncoder:
             prompt_semantic=prompt,
             style=style.float().cpu().numpy().reshape(-1),
             speaker_embedding=reference_embedding(references),
+            sv_embedding=sv,
         )
+
+    def sv_embeddings(self, references: list[ReferenceClip]) -> np.ndarray:
+        """float32 ``[clips, 20480]``: each clip's ERes2NetV2 embedding, from its 32 kHz audio
+        resampled to 16 kHz as the official code does (not the HuBERT 16 kHz signal)."""
+        verifier = self._speaker_verifier()
+        rows = [verifier.embed(np.asarray(c.audio_32k, np.float32)).float().cpu().numpy()[0] for c in references]
+        return np.stack(rows).astype(np.float32)
+
+    def _speaker_verifier(self) -> SpeakerVerifier:
+        """Loaded on the first Pro voice only: v1/v2 deployments never need the file."""
+        if self._verifier is None:
+            self._verifier = _checked(SpeakerVerifier.load, self.paths.sv, self.device, torch.float32)  # type: ignore[assignment]
+        assert self._verifier is not None
+        return self._verifier
 
 
 def reference_embedding(references: list[ReferenceClip]) -> np.ndarray | None:

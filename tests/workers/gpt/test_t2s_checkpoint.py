@@ -173,3 +173,17 @@ def test_full_size_random_checkpoint_matches_official_key_table(tmp_path: Path) 
     )
     result = generate(model, [req])[0]
     assert result.stop_reason == "max_steps" and len(result.tokens) == 3
+
+
+def test_v1_checkpoint_config_and_generations() -> None:
+    from tests.support.official import parity_v1
+
+    v1 = Text2SemanticModel.load(parity_v1() / "s1_v1_small.ckpt")
+    assert v1.config.phoneme_vocab_size == 512 and v1.config.phone_table == "v1"
+    assert v1.ar_text_embedding.word_embeddings.weight.shape == (512, 64)
+    assert T2SConfig().phone_table == "v2"
+    assert T2SConfig.for_generation("v1").phoneme_vocab_size == 512
+    for generation in ("v2", "v2Pro", "v2ProPlus"):
+        assert T2SConfig.for_generation(generation) == T2SConfig()
+    with pytest.raises(ValueError, match="v3"):
+        T2SConfig.for_generation("v3")

@@ -475,3 +475,21 @@ def test_language_split_other_modes() -> None:
     assert split_languages("   ", "zh") == []
     with pytest.raises(ValueError):
         split_languages("x", "ko")
+
+
+def test_v1_symbol_table_is_the_sorted_base_set() -> None:
+    from workers.gpt.text.symbols import SYMBOLS_V1, phone_ids_for, symbols_for
+
+    assert len(SYMBOLS_V1) == 322 == len(set(SYMBOLS_V1))
+    assert list(SYMBOLS_V1) == sorted(SYMBOLS_V1)
+    # Positions checked by hand against the official text/symbols.py sorted set.
+    for sym, idx in {"!": 0, "AA": 5, "ZH": 94, "_": 95, "a1": 97, "…": 321}.items():
+        assert SYMBOLS_V1[idx] == sym
+    assert "[" not in SYMBOLS_V1 and "Ya" not in SYMBOLS_V1 and "ㄱ" not in SYMBOLS_V1
+    assert symbols_for("v1") is SYMBOLS_V1
+    assert symbols_for("v2Pro") is symbols_for("v2ProPlus") is SYMBOLS
+    ids = cleaned_text_to_sequence(["a1", "[", "k", "]", "SP"])
+    assert phone_ids_for(ids, "v2") == ids
+    assert phone_ids_for(ids, "v1") == cleaned_text_to_sequence(["a1", "UNK", "k", "UNK", "SP"])
+    with pytest.raises(ValueError, match="Yz"):
+        phone_ids_for(cleaned_text_to_sequence(["a1", "Yz"]), "v1")

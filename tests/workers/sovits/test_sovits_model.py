@@ -221,11 +221,26 @@ def test_unreadable_file_is_a_checkpoint_error(tmp_path: Path) -> None:
 # --- versions --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("header", "name"), [("v2Pro", "v2Pro"), ("v2ProPlus", "v2ProPlus"), ("v4-lora", "v4-lora")])
-def test_newer_headers_are_unsupported(tmp_path: Path, header: str, name: str) -> None:
+@pytest.mark.parametrize("header", ["v3", "v3-lora", "v4-lora"])
+def test_v3_v4_headers_are_unsupported(tmp_path: Path, header: str) -> None:
     path = _rewrite(tmp_path, lambda w: None, header=header)
     assert path.read_bytes()[:2] != b"PK"
-    with pytest.raises(UnsupportedModelVersion, match=f"{name} model"):
+    with pytest.raises(UnsupportedModelVersion, match=f"{header} model.*v1, v2, v2Pro and v2ProPlus"):
+        SoVITSModel.load(path)
+
+
+def test_v3_keys_without_header_are_unsupported(tmp_path: Path) -> None:
+    path = _rewrite(tmp_path, lambda w: w.update({"cfm.proj.weight": torch.zeros(2, 2)}))
+    with pytest.raises(UnsupportedModelVersion, match="v3/v4 model.*v1, v2, v2Pro and v2ProPlus"):
+        SoVITSModel.load(path)
+
+
+@pytest.mark.parametrize("header", ["v2Pro", "v2ProPlus"])
+def test_pro_header_on_v2_weights_names_the_missing_sv_modules(tmp_path: Path, header: str) -> None:
+    # The header decides the generation (as officially); the official strict=False load would
+    # then run without the SV fusion, ours names what is missing.
+    path = _rewrite(tmp_path, lambda w: None, header=header)
+    with pytest.raises(CheckpointError, match=r"missing key\(s\): ge_to512.bias"):
         SoVITSModel.load(path)
 
 
@@ -236,15 +251,10 @@ def test_v2_header_loads(tmp_path: Path, model: SoVITSModel) -> None:
     torch.testing.assert_close(loaded.dec.conv_post.weight, model.dec.conv_post.weight)
 
 
-def test_v2pro_keys_without_header_are_unsupported(tmp_path: Path) -> None:
-    path = _rewrite(tmp_path, lambda w: w.update({"sv_emb.weight": torch.zeros(512, 2)}))
-    with pytest.raises(UnsupportedModelVersion, match="v2Pro"):
-        SoVITSModel.load(path)
-
-
-def test_v1_phone_table_is_unsupported(tmp_path: Path) -> None:
+def test_v1_phone_table_without_v1_ref_encoder_is_an_error(tmp_path: Path) -> None:
+    # 322 rows make it v1, and v1's reference encoder reads all 1025 bins: a v2 one is refused.
     path = _rewrite(tmp_path, lambda w: w.update({"enc_p.text_embedding.weight": torch.zeros(322, 192)}))
-    with pytest.raises(UnsupportedModelVersion, match="v1"):
+    with pytest.raises(CheckpointError, match=r"ref_enc.spectral.0.fc.weight \(128, 704\) != \(128, 1025\)"):
         SoVITSModel.load(path)
 
 

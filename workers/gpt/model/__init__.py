@@ -1,9 +1,12 @@
-"""The GPT-SoVITS v2 T2S ("GPT") model: phones + BERT features (+ prompt semantic tokens) →
-semantic tokens. Our own inference implementation of the official ``Text2SemanticDecoder``;
+"""The GPT-SoVITS T2S ("GPT") model: phones + BERT features (+ prompt semantic tokens) →
+semantic tokens. One architecture for every generation: v1 files have a 512-row phone embedding
+(ids from the 322-symbol v1 table; ``T2SConfig.phone_table == "v1"``), v2 files and the s1v3
+that v2Pro/v2ProPlus pair with have 732 rows. Our own inference implementation of the official ``Text2SemanticDecoder``;
 imports torch only (plus ``workers.checkpoints`` for the container format).
 
 Public API:
     T2SConfig.from_dict(ckpt_config) -> T2SConfig         # config["model"], config["data"]["max_sec"]
+    T2SConfig.for_generation("v1" | "v2" | "v2Pro" | "v2ProPlus") -> T2SConfig   # official shape
     Text2SemanticModel(config)                            # state_dict keys = official keys minus "model."
     Text2SemanticModel.load(path, device="cpu", dtype=torch.float32) -> Text2SemanticModel
     SamplingParams(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,

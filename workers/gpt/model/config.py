@@ -15,6 +15,10 @@ HZ = 50
 MAX_DECODE_STEPS = 1500
 # The official loop drops the EOS column for this many first steps, so no segment ends sooner.
 MIN_STEPS_BEFORE_EOS = 11
+# Phone-embedding rows of the official T2S per generation: v1 (s1longer.yaml) 512, holding the
+# 322 v1 symbols; v2 (s1longer-v2.yaml) 732. v2Pro/v2ProPlus pair with s1v3.ckpt, a v2-shaped T2S.
+PHONEME_VOCAB_SIZES = {"v1": 512, "v2": 732, "v2Pro": 732, "v2ProPlus": 732}
+V2_PHONEME_VOCAB = 732
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,19 @@ class T2SConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_dim // self.num_heads
+
+    @property
+    def phone_table(self) -> str:
+        """Which phone table the ids index: "v1" (322 symbols) for a vocabulary smaller than
+        the v2 table's 732 rows, else "v2". The T2S file itself carries no version."""
+        return "v1" if self.phoneme_vocab_size < V2_PHONEME_VOCAB else "v2"
+
+    @classmethod
+    def for_generation(cls, generation: str, **sizes: Any) -> "T2SConfig":
+        """The official T2S shape of a generation (``sizes`` override, e.g. for tiny models)."""
+        if generation not in PHONEME_VOCAB_SIZES:
+            raise ValueError(f"unknown generation {generation!r}; one of {', '.join(PHONEME_VOCAB_SIZES)}")
+        return cls(phoneme_vocab_size=PHONEME_VOCAB_SIZES[generation], **sizes)
 
     @property
     def early_stop_num(self) -> int:

@@ -1,10 +1,13 @@
-"""The GPT-SoVITS v2 phone inventory (732 symbols) and the phone -> id mapping.
+"""The GPT-SoVITS phone inventories and the phone -> id mapping: v2 (732 symbols; also v2Pro,
+v2ProPlus) and v1 (322 symbols).
 
-Phone ids are positions in this list, so its order is a format fact: the T2S text embedding
-([732, 512]) and the SoVITS text embedding ([732, 192]) are indexed by it. The construction
-follows the official ``text/symbols2.py``: the v1 inventory (pad, pinyin initials, toned
-finals, Japanese phones, punctuation, ARPAbet) as a sorted set of 322, then the Japanese
-pitch marks ``[`` ``]``, then sorted Korean jamo, then sorted Cantonese (jyutping) phones.
+Phone ids are positions in these lists, so their order is a format fact: the T2S text embedding
+([732, 512]; v1 [512, 512], rows 322.. unused) and the SoVITS text embedding ([732, 192]; v1
+[322, 192]) are indexed by them. The v1 table (official ``text/symbols.py``) is the sorted set of
+pad, pinyin initials, toned finals, Japanese phones, punctuation + SP/SP2/SP3/UNK and ARPAbet:
+322 symbols. The v2 table (official ``text/symbols2.py``) is that same sorted set, then the
+Japanese pitch marks ``[`` ``]``, then sorted Korean jamo, then sorted Cantonese (jyutping)
+phones; so a v1 id is the v2 id of the same phone, and v2 ids >= 322 have no v1 phone.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def _yue_phones() -> set[str]:
     return out
 
 
-def _build_symbols() -> list[str]:
+def _build_v1_symbols() -> list[str]:
     zh_finals_toned = [f + str(t) for t in range(1, 6) for f in ZH_FINALS]
     base = (
         [PAD]
@@ -75,7 +78,11 @@ def _build_symbols() -> list[str]:
         + list(ARPABET)
     )
     # Duplicates across groups (e.g. "N", "ch", "sh") collapse here, as in the official table.
-    table = sorted(set(base))
+    return sorted(set(base))
+
+
+def _build_symbols() -> list[str]:
+    table = _build_v1_symbols()
     table += list(JA_PITCH_MARKS)
     table += sorted(KO_PHONES)
     table += sorted(_yue_phones())
@@ -84,8 +91,31 @@ def _build_symbols() -> list[str]:
 
 SYMBOLS: tuple[str, ...] = tuple(_build_symbols())
 SYMBOL_TO_ID: dict[str, int] = {s: i for i, s in enumerate(SYMBOLS)}
+SYMBOLS_V1: tuple[str, ...] = tuple(_build_v1_symbols())
 NUM_SYMBOLS_V1 = 322  # the sorted base set alone is the v1 table
 assert len(SYMBOLS) == 732, len(SYMBOLS)
+assert len(SYMBOLS_V1) == NUM_SYMBOLS_V1 and SYMBOLS[:NUM_SYMBOLS_V1] == SYMBOLS_V1
+
+
+def symbols_for(generation: str) -> tuple[str, ...]:
+    """The phone table of a model generation: the v1 table for ``v1``, else the v2 table."""
+    return SYMBOLS_V1 if generation == "v1" else SYMBOLS
+
+
+def phone_ids_for(ids: Iterable[int], generation: str) -> list[int]:
+    """v2 phone ids -> the ids a model of ``generation`` reads. A v1 id is the v2 id of the same
+    phone; v2-only phones become ``UNK`` as the official v1 cleaner does (that is what happens to
+    the Japanese pitch marks ``[`` ``]``), except Korean and Cantonese ones: v1 has no such
+    languages, so those are refused with ``ValueError`` rather than read as a run of UNKs."""
+    ids = list(ids)
+    if generation != "v1":
+        return ids
+    pitch = {SYMBOL_TO_ID[m] for m in JA_PITCH_MARKS}
+    beyond = sorted({SYMBOLS[i] for i in ids if i >= NUM_SYMBOLS_V1 and i not in pitch})
+    if beyond:
+        raise ValueError(f"phones {', '.join(beyond)} have no v1 symbol (v1 models read zh, en and ja only)")
+    unk = SYMBOL_TO_ID["UNK"]
+    return [unk if i in pitch else i for i in ids]
 
 
 def cleaned_text_to_sequence(phones: Iterable[str]) -> list[int]:

@@ -8,9 +8,14 @@ Format facts (RVC-Boss/GPT-SoVITS; the container itself is read by ``workers.che
   (excluding the four ``quantizer`` buffers) number 40,815,744.
 * Weight-norm convs are stored with the old ``weight_g``/``weight_v`` names (see
   ``weight_norm``); flows sit at even indices only (odd ones are parameter-free flips).
-* Version: the two-byte header when present (``05`` v2Pro, ``06`` v2ProPlus, ``02``-``04`` v3/v4
-  and LoRA, ``00`` v1, ``01`` v2); otherwise by weights: ``enc_p.text_embedding.weight`` has 322
-  rows in v1 and 732 in v2. The official size-based probe is wrong for small v2 files; unused.
+* Version, as the official loader decides it: the two-byte header ``05`` v2Pro / ``06``
+  v2ProPlus (``02``-``04`` v3/v4 and LoRA: refused); otherwise the rows of
+  ``enc_p.text_embedding.weight`` (322 -> v1, else v2; the ``00``/``01`` headers are overruled by
+  them, as officially). Keys the official loader would silently drop under ``strict=False``
+  also speak: ``sv_emb.weight`` marks the Pro family (a header-less Pro file is named by its
+  config's version, else by its first upsampler: kernel 20 is v2ProPlus), ``cfm.*`` and friends
+  v3/v4. The official md5 and file-size probes are skipped: the md5 table only names the official
+  pretrained files, whose weights say the same, and the size probe is wrong for small files.
 * The official loader uses ``strict=False`` and so silently runs half-random models; we refuse
   any missing, unexpected or mis-shaped key. The one exception: ``enc_q.*`` keys (posterior
   encoder, training only), which the official pretrained base files still carry, are dropped.
@@ -35,20 +40,14 @@ from workers.checkpoints import (
 )
 
 from . import weight_norm
-from .config import V1_SYMBOLS, V2_SYMBOLS, SoVITSConfig
+from .config import GENERATIONS, PRO_GENERATIONS, V1_SYMBOLS, V2_SYMBOLS, SoVITSConfig
 from .synthesizer import SoVITSModel
 
-SUPPORTED_VERSION = "v2"
 _TRAINING_ONLY_PREFIX = "enc_q."
-# Keys only newer model families have: their presence means "not plain v2" even without a header.
-_FAMILY_MARKERS = {
-    "sv_emb.": "v2Pro/v2ProPlus",
-    "ge_to512.": "v2Pro/v2ProPlus",
-    "prelu.": "v2Pro/v2ProPlus",
-    "cfm.": "v3/v4",
-    "bridge.": "v3/v4",
-    "wns1.": "v3/v4",
-}
+SUPPORTED = "voxmill runs GPT-SoVITS " + ", ".join(GENERATIONS[:-1]) + f" and {GENERATIONS[-1]} models"
+# Keys only the vocoder-based v3/v4 models have: refused even without a header.
+_V3_MARKERS = ("cfm.", "bridge.", "wns1.")
+_PRO_MARKER = "sv_emb.weight"
 
 # The official s2.json v2 config (model + data sections that inference reads).
 _V2_CONFIG: dict[str, Any] = {
@@ -89,51 +88,80 @@ _V2_CONFIG: dict[str, Any] = {
     "train": {"segment_size": 20480},
     "version": "v2",
 }
-# Shrunk where the official classes allow it (hidden/gin are fixed by MRTE, see config.py).
+# What the other generations' official configs change (s2v2Pro.json, s2v2ProPlus.json; v1
+# shares s2.json). Only ``version`` tells v1 from v2 in a config; the weights decide at load.
+_GENERATION_DELTAS: dict[str, dict[str, Any]] = {
+    "v1": {},
+    "v2": {},
+    "v2Pro": {"gin_channels": 1024, "p_dropout": 0.0},
+    "v2ProPlus": {
+        "gin_channels": 1024,
+        "p_dropout": 0.0,
+        "upsample_initial_channel": 768,
+        "upsample_kernel_sizes": [20, 16, 8, 2, 2],
+    },
+}
+# Shrunk where the official classes allow it (hidden is fixed by MRTE, and so is gin outside the
+# Pro family, see config.py). The Pro sizes are those of the shared parity-v2pro set.
 _SMALL_MODEL = {
     "inter_channels": 32,
     "filter_channels": 64,
     "n_layers": 2,
     "upsample_initial_channel": 64,
 }
+_SMALL_PRO = {"v2Pro": {"gin_channels": 32}, "v2ProPlus": {"gin_channels": 32, "upsample_initial_channel": 96}}
+
+
+def generation_config(generation: str = "v2", full_size: bool = True) -> dict[str, Any]:
+    """An official-layout ``config`` dict of a generation: the real sizes of its official config
+    file, or a small variant (seconds to build and run)."""
+    if generation not in GENERATIONS:
+        raise ValueError(f"unknown generation {generation!r}; {SUPPORTED}")
+    config = copy.deepcopy(_V2_CONFIG)
+    config["model"].update(copy.deepcopy(_GENERATION_DELTAS[generation]))
+    if not full_size:
+        config["model"].update(_SMALL_MODEL)
+        config["model"].update(_SMALL_PRO.get(generation, {}))
+    config["model"]["version"] = config["version"] = generation
+    return config
 
 
 def v2_config(full_size: bool = True) -> dict[str, Any]:
     """An official-layout v2 ``config`` dict: the real s2.json sizes, or a small variant."""
-    config = copy.deepcopy(_V2_CONFIG)
-    if not full_size:
-        config["model"].update(_SMALL_MODEL)
-    return config
+    return generation_config("v2", full_size)
 
 
 def detect_version(container: Container, path: str | Path = "") -> str:
-    """The model version of a checkpoint; raises ``UnsupportedModelVersion`` for anything
-    other than v2."""
+    """The generation of a checkpoint (one of ``GENERATIONS``); raises
+    ``UnsupportedModelVersion`` for v3/v4 and LoRA files."""
     where = f"{path}: " if path else ""
     header = container.header_version
-    if header is not None and header not in ("v1", "v2"):
-        raise UnsupportedModelVersion(
-            f"{where}a GPT-SoVITS {header} model (file header); voxmill runs v2 models only"
-        )
-    for marker, family in _FAMILY_MARKERS.items():
+    if header is not None and header not in GENERATIONS:
+        raise UnsupportedModelVersion(f"{where}a GPT-SoVITS {header} model (file header); {SUPPORTED}")
+    for marker in _V3_MARKERS:
         if any(k.startswith(marker) for k in container.weight):
             raise UnsupportedModelVersion(
-                f"{where}has '{marker}*' weights, so it is a GPT-SoVITS {family} model; "
-                "voxmill runs v2 models only"
+                f"{where}has '{marker}*' weights, so it is a GPT-SoVITS v3/v4 model; {SUPPORTED}"
             )
+    if header in PRO_GENERATIONS:
+        return header
+    if _PRO_MARKER in container.weight:
+        named = str((container.config.get("model") or {}).get("version", container.config.get("version", "")))
+        if named in PRO_GENERATIONS:
+            return named
+        first_up = container.weight.get("dec.ups.0.weight_v")
+        return "v2ProPlus" if first_up is not None and int(first_up.shape[-1]) == 20 else "v2Pro"
     embedding = container.weight.get("enc_p.text_embedding.weight")
     if embedding is None:
-        return SUPPORTED_VERSION  # the strict key check reports the missing key
+        return "v2"  # the strict key check reports the missing key
     rows = int(embedding.shape[0])
-    if rows == V1_SYMBOLS or header == "v1":
-        raise UnsupportedModelVersion(
-            f"{where}a GPT-SoVITS v1 model ({rows}-symbol phone table); voxmill runs v2 models only"
-        )
+    if rows == V1_SYMBOLS:
+        return "v1"
     if rows != V2_SYMBOLS:
         raise CheckpointError(
             f"{where}enc_p.text_embedding.weight has {rows} rows; v2 has {V2_SYMBOLS}, v1 {V1_SYMBOLS}"
         )
-    return SUPPORTED_VERSION
+    return "v2"
 
 
 def _list(keys: set[str], limit: int = 8) -> str:
@@ -173,26 +201,32 @@ def check_keys(
 def load_sovits(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> SoVITSModel:
-    """Read, check and load an official v2 checkpoint; the model comes back in eval mode."""
+    """Read, check and load an official v1/v2/v2Pro/v2ProPlus checkpoint; the model comes back
+    in eval mode."""
     container = read_container(path)
     version = detect_version(container, path)
     try:
-        # The weights decide the version, as in the official loader, whatever the config says.
-        config = dataclasses.replace(SoVITSConfig.from_dict(container.config), version=version)
+        # The header and weights decide the version, as in the official loader, whatever the
+        # config says.
+        config = SoVITSConfig.from_dict(container.config, version=version)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: unusable model config ({exc})") from exc
     # fp16 on disk; fold and load in fp32 (as the official fp32 model does), then cast.
     weight = cast_state_dict(
         {k: v for k, v in container.weight.items() if not k.startswith(_TRAINING_ONLY_PREFIX)}, torch.float32
     )
+    sv_weight = weight.get(f"{_PRO_MARKER}")
+    if sv_weight is not None and sv_weight.shape[1] != config.sv_dim:
+        config = dataclasses.replace(config, sv_dim=int(sv_weight.shape[1]))
+    # Built on the meta device: a random init of up to 85 M parameters is pure waste before a
+    # load; the loaded tensors are assigned in place of the meta ones.
     with torch.device("meta"):
-        shapes = SoVITSModel(config).official_key_shapes()
-    check_keys(weight, shapes, path)
-    model = SoVITSModel(config)
+        model = SoVITSModel(config)
+    check_keys(weight, model.official_key_shapes(), path)
     for prefix in weight_norm.marked_prefixes(model):
         g, v = weight.pop(f"{prefix}.weight_g"), weight.pop(f"{prefix}.weight_v")
         weight[f"{prefix}.weight"] = weight_norm.fold(g, v)
-    model.load_state_dict(weight, strict=True)
+    model.load_state_dict(weight, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
@@ -222,15 +256,25 @@ def random_state_dict(config: SoVITSConfig, seed: int) -> dict[str, torch.Tensor
     return state
 
 
+_AUTO = "auto"
+
+
 def write_random_checkpoint(
     path: str | Path,
     config_dict: dict[str, Any] | None = None,
     seed: int = 0,
     full_size: bool = False,
-    header_version: str | None = None,
+    header_version: str | None = _AUTO,
+    generation: str | None = None,
 ) -> None:
-    """Write a random v2 model in the official container (fp16, no ``enc_q``). Without
-    ``config_dict`` the config is ``v2_config(full_size)``: full size gives the official 673 keys."""
-    config_dict = copy.deepcopy(config_dict) if config_dict is not None else v2_config(full_size)
-    config = SoVITSConfig.from_dict(config_dict)
+    """Write a random model in the official container (fp16, no ``enc_q``). Without
+    ``config_dict`` the config is ``generation_config(generation or "v2", full_size)``: full size
+    gives the official keys (v1/v2 673, Pro 678). The header is what the official trainer writes
+    (``05``/``06`` for Pro, none otherwise) unless ``header_version`` names one (None: none)."""
+    if config_dict is None:
+        config_dict = generation_config(generation or "v2", full_size)
+    config_dict = copy.deepcopy(config_dict)
+    config = SoVITSConfig.from_dict(config_dict, version=generation)
+    if header_version == _AUTO:
+        header_version = config.version if config.is_pro else None
     write_container(path, random_state_dict(config, seed), config_dict, "1epoch_1iteration", header_version)

@@ -1,5 +1,13 @@
-"""SoVITS v2 hyper-parameters: what a checkpoint's ``config`` decides, and the sizes the official
-code fixes in its classes (so they never appear in a config)."""
+"""SoVITS hyper-parameters of the generations we run (v1, v2, v2Pro, v2ProPlus): what a
+checkpoint's ``config`` decides, and the sizes the official code fixes in its classes (so they
+never appear in a config).
+
+The generations share one architecture and differ only in: the phone table (v1 322 symbols, else
+732); the reference encoder's input (v1 all 1025 spectrogram bins, else the first 704); and, for
+the Pro family, the speaker-verification fusion (``sv_emb``, ``prelu``, ``ge_to512``), which frees
+``gin_channels`` from the MRTE width (1024 officially). v2ProPlus differs from v2Pro only in
+config values (``upsample_initial_channel`` 768, first upsampler kernel 20).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +32,9 @@ STYLE_KERNEL = 5
 V2_REF_BINS = 704  # v2 ref_enc reads only the first 704 of 1025 spectrogram bins
 V1_SYMBOLS = 322
 V2_SYMBOLS = 732
+SV_DIM = 20480  # ERes2NetV2 ``forward3`` embedding width (2048 channels x 10 frequency rows)
+GENERATIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
+PRO_GENERATIONS = ("v2Pro", "v2ProPlus")
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -32,8 +43,8 @@ def _ints(value: Any) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SoVITSConfig:
-    """Hyper-parameters of the inference half of ``SynthesizerTrn`` (v2). Defaults are the
-    official ``s2.json`` (v2 pretrained ``s2G2333k``)."""
+    """Hyper-parameters of the inference half of ``SynthesizerTrn``. Defaults are the official
+    ``s2.json`` (v2 pretrained ``s2G2333k``); ``version`` is one of ``GENERATIONS``."""
 
     version: str = "v2"
     sampling_rate: int = 32000
@@ -53,12 +64,17 @@ class SoVITSConfig:
     upsample_initial_channel: int = 512
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 2, 2)
     gin_channels: int = 512
+    # Pro only: width of the speaker-verification embedding ``sv_emb`` reads. 20480 in every
+    # official file; the weights decide (a small random SV model for tests is narrower).
+    sv_dim: int = SV_DIM
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, ckpt_config: dict[str, Any]) -> "SoVITSConfig":
+    def from_dict(cls, ckpt_config: dict[str, Any], version: str | None = None) -> "SoVITSConfig":
         """Build from a checkpoint's ``config`` (``{"data": ..., "model": ..., ...}``); keys that
-        only matter for training (dropout, n_layers_q, freeze_quantizer, ...) are ignored."""
+        only matter for training (dropout, n_layers_q, freeze_quantizer, ...) are ignored.
+        ``version`` (what the file header and weights say) overrides the config's own label, as
+        in the official loader."""
         data = dict(ckpt_config.get("data") or {})
         model = dict(ckpt_config.get("model") or {})
         defaults = cls()
@@ -74,6 +90,7 @@ class SoVITSConfig:
             "kernel_size",
             "upsample_initial_channel",
             "gin_channels",
+            "sv_dim",
         ):
             kwargs[name] = int(model.get(name, getattr(defaults, name)))
         for name in ("resblock_kernel_sizes", "upsample_rates", "upsample_kernel_sizes"):
@@ -82,19 +99,23 @@ class SoVITSConfig:
             _ints(d) for d in model.get("resblock_dilation_sizes", defaults.resblock_dilation_sizes)
         )
         kwargs["resblock"] = str(model.get("resblock", defaults.resblock))
-        kwargs["version"] = str(model.get("version", ckpt_config.get("version", "v2")))
+        kwargs["version"] = version or str(model.get("version", ckpt_config.get("version", "v2")))
         config = cls(**kwargs, extra={k: v for k, v in model.items() if k not in kwargs})
         config.validate()
         return config
 
     def validate(self) -> None:
         """Reject configs the official architecture cannot build (it would fail on a shape)."""
+        if self.version not in GENERATIONS:
+            raise ValueError(f"version {self.version!r}: supported generations are {', '.join(GENERATIONS)}")
         if self.resblock != "1":
             raise ValueError(f"resblock {self.resblock!r}: only HiFiGAN resblock '1' (v2) is supported")
         if self.hidden_channels != MRTE_CHANNELS:
             raise ValueError(f"hidden_channels must be {MRTE_CHANNELS} (MRTE width is fixed)")
-        if self.gin_channels != MRTE_HIDDEN:
-            raise ValueError(f"gin_channels must be {MRTE_HIDDEN} (the style vector is added in MRTE)")
+        if not self.is_pro and self.gin_channels != MRTE_HIDDEN:
+            raise ValueError(
+                f"gin_channels must be {MRTE_HIDDEN} in {self.version} (the style vector is added in MRTE)"
+            )
         if math.prod(self.upsample_rates) != self.hop_length:
             raise ValueError(
                 f"upsample_rates {self.upsample_rates} multiply to {math.prod(self.upsample_rates)}, "
@@ -111,6 +132,11 @@ class SoVITSConfig:
     @property
     def spec_channels(self) -> int:
         return self.filter_length // 2 + 1
+
+    @property
+    def is_pro(self) -> bool:
+        """v2Pro/v2ProPlus: the style is fused with a speaker-verification embedding."""
+        return self.version in PRO_GENERATIONS
 
     @property
     def n_symbols(self) -> int:

@@ -1,10 +1,12 @@
 """The SoVITS decoder as an ONNX graph, and an ONNX Runtime runner for it.
 
-Graph: ``(codes int64 [1,1,T], phones int64 [1,P], style float32 [1,512,1], noise_scale float32
+Graph: ``(codes int64 [1,1,T], phones int64 [1,P], style float32 [1,gin,1], noise_scale float32
 [1], noise float32 [1,inter,2T]) -> wav float32 [1,1,1280*T]``, speed fixed at 1, T and P
-dynamic. The prior noise is an input rather than a RandomNormal node so that a run is
-reproducible and can be compared with the torch path: the runner draws it with torch from the
-caller's generator, exactly as ``SoVITSModel.decode`` does, so equal seeds give equal noise.
+dynamic. Every generation exports the same way: ``style`` is the voice's stored (for v2Pro and
+v2ProPlus: SV-fused) style, and the graph holds the Pro ``ge_to512`` step before MRTE. The prior
+noise is an input rather than a RandomNormal node so that a run is reproducible and can be
+compared with the torch path: the runner draws it with torch from the caller's generator, exactly
+as ``SoVITSModel.decode`` does, so equal seeds give equal noise.
 Exported in fp32 from a CPU copy of the model with the TorchScript-based exporter (the newer
 dynamo exporter needs onnxscript, which we do not install).
 """

@@ -1,6 +1,12 @@
-"""``SoVITSModel``: the inference half of the official v2 ``SynthesizerTrn`` (no posterior
-encoder, no discriminator), with the official module and parameter names so a checkpoint's
-``weight`` maps onto it key for key (weight-norm pairs folded at load)."""
+"""``SoVITSModel``: the inference half of the official ``SynthesizerTrn`` (no posterior encoder,
+no discriminator) for v1, v2, v2Pro and v2ProPlus, with the official module and parameter names
+so a checkpoint's ``weight`` maps onto it key for key (weight-norm pairs folded at load).
+
+Style: per reference, ``ge_i = ref_enc(spec_i)``; the Pro family fuses each with that reference's
+speaker-verification embedding, ``ge_i = prelu(ge_i + sv_emb(sv_i))``. The voice's style is the
+mean of the ``ge_i`` (``style_vector``, computed once per voice). The flow and the vocoder take
+that style; the text encoder's MRTE takes it as is (v1/v2, gin 512) or ``ge_to512(style)`` (Pro),
+which ``decode`` applies, so a stored style is all a voice needs to decode."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import torch
 from torch import nn
 
 from . import weight_norm
-from .config import CODEBOOK_SIZE, SSL_DIM, SoVITSConfig
+from .config import CODEBOOK_SIZE, MRTE_HIDDEN, SSL_DIM, SoVITSConfig
 from .flow import ResidualCouplingBlock
 from .style import MelStyleEncoder
 from .text_encoder import TextEncoder
@@ -89,12 +95,17 @@ class SoVITSModel(nn.Module):
         # 25 Hz: two 50 Hz HuBERT frames per semantic token.
         self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
         self.quantizer = Quantizer()
+        if config.is_pro:
+            self.sv_emb = nn.Linear(config.sv_dim, config.gin_channels)
+            self.prelu = nn.PReLU(config.gin_channels)
+            self.ge_to512 = nn.Linear(config.gin_channels, MRTE_HIDDEN)
 
     @classmethod
     def load(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> "SoVITSModel":
-        """Load an official v2 ``.pth`` strictly; eval mode, weight norm folded, ``dtype``."""
+        """Load an official v1/v2/v2Pro/v2ProPlus ``.pth`` strictly; eval mode, weight norm
+        folded, ``dtype``."""
         from .checkpoint import load_sovits
 
         return load_sovits(path, device=device, dtype=dtype)
@@ -108,7 +119,7 @@ class SoVITSModel(nn.Module):
         return self.ssl_proj.weight.device
 
     def official_key_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every key an official v2 checkpoint stores for this config, with its shape."""
+        """Every key an official checkpoint stores for this config, with its shape."""
         wn = set(weight_norm.marked_prefixes(self))
         shapes: dict[str, tuple[int, ...]] = {}
         for key, tensor in self.state_dict().items():
@@ -120,21 +131,59 @@ class SoVITSModel(nn.Module):
                 shapes[key] = tuple(tensor.shape)
         return shapes
 
+    @property
+    def is_pro(self) -> bool:
+        return self.config.is_pro
+
     @torch.inference_mode()
-    def style_vector(self, specs: list[torch.Tensor]) -> torch.Tensor:
+    def style_vector(
+        self, specs: list[torch.Tensor], sv_embeddings: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Reference spectrograms ``[1, 1025, F]`` -> style vector ``[1, gin, 1]``; several
-        references are averaged as the official decode does. Compute once per voice."""
+        references are averaged as the official decode does. Compute once per voice.
+
+        Pro models need ``sv_embeddings``: one ``[1, 20480]`` speaker-verification embedding per
+        spectrogram, in the same order; each is fused with its own reference before the mean.
+        Other generations take none."""
         if not specs:
             raise ValueError("need at least one reference spectrogram")
+        if self.is_pro:
+            if sv_embeddings is None or len(sv_embeddings) != len(specs):
+                got = "none" if sv_embeddings is None else str(len(sv_embeddings))
+                raise ValueError(
+                    f"a {self.config.version} model needs one SV embedding per reference "
+                    f"spectrogram ({len(specs)}), got {got}"
+                )
+        elif sv_embeddings is not None:
+            raise ValueError(f"a {self.config.version} model takes no SV embeddings")
         styles = []
-        for spec in specs:
+        for i, spec in enumerate(specs):
             if spec.dim() != 3 or spec.shape[:2] != (1, self.config.spec_channels):
                 raise ValueError(
                     f"expected a spectrogram [1, {self.config.spec_channels}, F], got {tuple(spec.shape)}"
                 )
             spec = spec.to(device=self.device, dtype=self.dtype)
-            styles.append(self.ref_enc(spec[:, : self.config.ref_bins]))
+            ge = self.ref_enc(spec[:, : self.config.ref_bins])  # [1, gin, 1]
+            if sv_embeddings is not None:
+                ge = self.prelu(ge + self.sv_projection(sv_embeddings[i]).unsqueeze(-1))
+            styles.append(ge)
         return torch.stack(styles, 0).mean(0)
+
+    def sv_projection(self, sv: torch.Tensor) -> torch.Tensor:
+        """Pro only: ``sv_emb`` of a speaker-verification embedding ``[1, 20480]`` -> ``[1, gin]``."""
+        if not self.is_pro:
+            raise ValueError(f"a {self.config.version} model has no SV projection")
+        sv = sv.reshape(1, -1) if sv.dim() == 1 else sv
+        if sv.shape != (1, self.config.sv_dim):
+            raise ValueError(f"an SV embedding must be [1, {self.config.sv_dim}], got {tuple(sv.shape)}")
+        return self.sv_emb(sv.to(device=self.device, dtype=self.dtype))
+
+    def mrte_style(self, style: torch.Tensor) -> torch.Tensor:
+        """What the text encoder's MRTE adds at its 512-wide level: the style itself (v1/v2) or
+        ``ge_to512`` of it (Pro), a Linear over the channel axis -> ``[1, 512, 1]``."""
+        if not self.is_pro:
+            return style
+        return self.ge_to512(style.transpose(1, 2)).transpose(1, 2)
 
     @torch.inference_mode()
     def decode(
@@ -165,9 +214,12 @@ class SoVITSModel(nn.Module):
         noise_scale: float = 0.5,
         speed: float = 1.0,
         generator: torch.Generator | None = None,
+        sv_embeddings: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``decode`` with the style computed from reference spectrograms (official signature)."""
-        return self.decode(codes, phones, self.style_vector(specs), noise_scale, speed, generator)
+        """``decode`` with the style computed from reference spectrograms (and, for Pro, their SV
+        embeddings: one per spectrogram), as the official ``decode(..., refer, ..., sv_emb)``."""
+        style = self.style_vector(specs, sv_embeddings)
+        return self.decode(codes, phones, style, noise_scale, speed, generator)
 
     @torch.inference_mode()
     def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
@@ -194,7 +246,7 @@ class SoVITSModel(nn.Module):
         content = self.quantizer.decode(codes)  # [1, 768, T] at 25 Hz
         b, d, t = content.shape
         content = content.unsqueeze(-1).expand(b, d, t, 2).reshape(b, d, 2 * t)  # nearest x2 -> 50 Hz
-        return self.enc_p(content, phones, style, speed)
+        return self.enc_p(content, phones, self.mrte_style(style), speed)
 
     def _synthesize(
         self,

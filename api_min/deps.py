@@ -1,6 +1,7 @@
 """Request dependencies shared by the routers: the process's runtime, the caller (tenant and API
-key, rate-limited per request), the characters-per-minute charge, and the circuit breaker that
-guards synchronous synthesis."""
+key, rate-limited per request) and the circuit breaker that guards synchronous synthesis. Work
+that queues a job is admitted (characters, queued-job cap, callback URL) by
+``jobs.limits.admit_job`` inside the submission."""
 
 from __future__ import annotations
 
@@ -44,15 +45,6 @@ Caller = Annotated[Identity, Depends(current_caller)]
 def current_tenant(caller: Caller) -> uuid.UUID:
     """The calling tenant's id. Another tenant's ids answer 404, never 403."""
     return caller.tenant_id
-
-
-def charge_characters(runtime: Runtime, caller: Identity, text: str) -> None:
-    """Charge ``text`` against the caller's characters-per-minute bucket (429 + Retry-After).
-    Call it once the text passed the cheap checks (not empty, not over max_text_chars)."""
-    from jobs.limits import charge_characters as charge
-
-    if text.strip() and len(text) <= runtime.settings.max_text_chars:
-        charge(runtime, caller, len(text))
 
 
 def require_sync_capacity(request: Request) -> None:

@@ -286,3 +286,108 @@ def test_text_the_database_cannot_hold_is_refused(limited: tuple[TestClient, Run
     assert_error(response, 404, "voice_not_found")
     with runtime.transaction() as session:
         assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+
+
+# ----------------------------------------------------------------------------- every route that queues work
+
+
+BOOK = ("Chapter One\n\n" + "The river ran fast under the old bridge. " * 3).encode()  # 137 characters
+
+
+def post_book(client: TestClient, headers: dict[str, str], voice_id: str, project: str, **form: str) -> Any:
+    return client.post(
+        "/v1/books",
+        files={"file": ("book.txt", BOOK, "text/plain")},
+        data={"voice": voice_id, "project": project, **form},
+        headers=headers,
+    )
+
+
+def unfinished_jobs(runtime: Runtime, tenant_id: uuid.UUID) -> int:
+    with runtime.transaction() as session:
+        return session.query(Job).filter(Job.tenant_id == tenant_id, Job.status.notin_(("cancelled", "succeeded", "failed"))).count()
+
+
+def test_books_and_projects_are_charged_characters(limited: tuple[TestClient, Runtime]) -> None:
+    """100 characters a minute per key: a 137-character book goes through on a full bucket and
+    leaves it in debt; every later book, project patch or render of that key waits."""
+    client, runtime = limited
+    runtime.settings.rate_limit_requests_per_s = 0  # this test is about characters alone
+    tenant_id = new_tenant(runtime)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    first = post_book(client, me, voice_id, "first")
+    assert first.status_code == 202, first.text
+    project_id = first.json()["project_id"]
+    assert_error(post_book(client, me, voice_id, "second"), 429, "characters_rate_limited")
+    assert_error(client.post(f"/v1/projects/{project_id}/render", headers=me), 429, "characters_rate_limited")
+    patched = client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=me)
+    assert_error(patched, 429, "characters_rate_limited")
+    # A plain job shares the bucket.
+    assert_error(client.post("/v1/jobs", json={"text": "Hi.", "voice_id": voice_id}, headers=me), 429, "characters_rate_limited")
+
+    # Another key of the tenant has its own bucket: the stored book's characters are charged.
+    other = new_key(runtime, tenant_id)
+    assert client.post(f"/v1/projects/{project_id}/render", headers=other).status_code == 202
+    assert_error(client.post(f"/v1/projects/{project_id}/render", headers=other), 429, "characters_rate_limited")
+    third = new_key(runtime, tenant_id)
+    assert client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=third).status_code == 200
+    assert_error(
+        client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.2}}, headers=third),
+        429,
+        "characters_rate_limited",
+    )
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 3  # book, render, patch
+
+
+def test_books_and_projects_count_against_the_queued_job_cap(limited: tuple[TestClient, Runtime]) -> None:
+    client, runtime = limited
+    runtime.settings.rate_limit_chars_per_min = 0  # this test is about the cap alone
+    runtime.settings.rate_limit_requests_per_s = 0
+    tenant_id = new_tenant(runtime, max_queued_jobs=2)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    book = post_book(client, me, voice_id, "kept")
+    assert book.status_code == 202, book.text
+    project_id = book.json()["project_id"]
+    assert client.post("/v1/jobs", json={"text": "A job.", "voice_id": voice_id}, headers=me).status_code == 202
+    # At the cap: a new project name each time queues nothing more.
+    for name in ("another", "and another"):
+        assert_error(post_book(client, me, voice_id, name), 429, "too_many_queued_jobs")
+    assert_error(client.post("/v1/jobs", json={"text": "No.", "voice_id": voice_id}, headers=me), 429, "too_many_queued_jobs")
+    assert_error(client.post("/v1/tts", json={"text": "No.", "voice_id": voice_id}, headers=me), 429, "too_many_queued_jobs")
+    # Rendering the project again supersedes its unfinished render: still two unfinished jobs.
+    assert client.post(f"/v1/projects/{project_id}/render", headers=me).status_code == 202
+    assert client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=me).status_code == 200
+    assert unfinished_jobs(runtime, tenant_id) == 2
+    # A second tenant-wide job on top of them is refused, whichever route asks.
+    other = new_tenant(runtime, max_queued_jobs=1)
+    other_voice = ready_voice(runtime, other)
+    other_key = new_key(runtime, other)
+    assert post_book(client, other_key, other_voice, "one").status_code == 202
+    assert_error(post_book(client, other_key, other_voice, "two"), 429, "too_many_queued_jobs")
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == other).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "callback_url_insecure"),
+        ("https://169.254.169.254/latest/meta-data/", "callback_url_forbidden"),
+        ("https://10.0.0.7/hook", "callback_url_forbidden"),
+        ("ftp://example.com/hook", "callback_url_invalid"),
+    ],
+)
+def test_book_callback_urls_are_checked_at_submission(limited: tuple[TestClient, Runtime], url: str, code: str) -> None:
+    client, runtime = limited
+    runtime.settings.rate_limit_requests_per_s = 0
+    tenant_id = new_tenant(runtime)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    assert_error(post_book(client, me, voice_id, "hooked", callback_url=url), 422, code)
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+    # Nothing was stored for the refused book.
+    assert not list((runtime.settings.storage_dir or Path()).glob(f"tenants/{tenant_id}/**/*.txt"))

@@ -6,6 +6,7 @@ jobs are still accepted — and closes again after its cooldown."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from jobs.runtime import Runtime
 from jobs.submission import JobRequest, RequestRejected, submit_job
 from tests.support import factories
 from tests.support.front import api, assert_error, distributed_settings, new_key, new_tenant
-from tests.support.services import wait_for
+from tests.support.services import free_port, wait_for
 
 
 def ready_voice(runtime: Runtime, tenant_id: uuid.UUID) -> str:
@@ -391,3 +392,45 @@ def test_book_callback_urls_are_checked_at_submission(limited: tuple[TestClient,
         assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
     # Nothing was stored for the refused book.
     assert not list((runtime.settings.storage_dir or Path()).glob(f"tenants/{tenant_id}/**/*.txt"))
+
+
+# ----------------------------------------------------------------------------- Redis unreachable
+
+
+def store_errors(client: TestClient, outcome: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'voxmill_rate_limit_store_errors_total{{outcome="{outcome}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_rate_limits_without_redis_follow_the_setting(
+    pg_url: str, broker_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    """The limits' Redis is a closed port (the broker is fine): ``open`` admits and says so,
+    ``closed`` answers 503 — a warning and a metric either way."""
+    settings = distributed_settings(
+        pg_url, broker_url, tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_on_redis_error=policy
+    )
+    with api(settings) as (client, runtime, _):
+        tenant_id = new_tenant(runtime)
+        me = new_key(runtime, tenant_id)
+        voice_id = ready_voice(runtime, tenant_id)
+        outcome = "admitted" if policy == "open" else "refused"
+        before = store_errors(client, outcome)
+        with caplog.at_level(logging.WARNING, logger="voxmill.limits"):
+            answer = client.get(f"/v1/voices/{voice_id}", headers=me)
+            job = client.post("/v1/jobs", json={"text": "Hello.", "voice_id": voice_id}, headers=me)
+        if policy == "open":
+            assert answer.status_code == 200 and job.status_code == 202
+            assert store_errors(client, outcome) == before + 3  # request, request, characters
+        else:
+            assert_error(answer, 503, "rate_limits_unavailable")
+            assert retry_after(answer) >= 1
+            assert_error(job, 503, "rate_limits_unavailable")
+            assert store_errors(client, outcome) == before + 2
+            with runtime.transaction() as session:
+                assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("rate limits unavailable" in w and ("refusing" if policy == "closed" else "admitting") in w for w in warnings)

@@ -148,7 +148,10 @@ class Settings(BaseSettings):
     rate_limit_on_redis_error: Literal["open", "closed"] = "open"
     max_queued_jobs_per_tenant: int = 1000  # unfinished jobs; tenants.max_queued_jobs overrides
     queued_jobs_retry_after_s: int = 30
-    max_request_bytes: int = 4 * 1024 * 1024  # any body but a voice upload (text_too_long first)
+    max_request_bytes: int = 4 * 1024 * 1024  # any body but a voice or book upload
+    # The whole request body must arrive within this long of its headers (408 request_timeout
+    # after it; 0: no deadline). 120 s carries a 50 MiB upload at about 3.5 Mbit/s.
+    request_body_timeout_s: float = 120.0
     # Circuit breaker for sync requests: open when the sovits queue holds more ready messages than
     # this, or when over breaker_window_s at least breaker_min_samples sovits attempts ended and
     # more than breaker_max_error_rate of them failed or were retried. Open for breaker_cooldown_s.

@@ -434,3 +434,31 @@ def test_rate_limits_without_redis_follow_the_setting(
                 assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("rate limits unavailable" in w and ("refusing" if policy == "closed" else "admitting") in w for w in warnings)
+
+
+def test_books_have_their_own_body_cap(pg_url: str, broker_url: str, tmp_path: Path) -> None:
+    """A book may be larger than the generic body cap, up to max_book_bytes; past that it is
+    refused as book_too_large — by the route just past the cap, by the body guard far past it."""
+    settings = distributed_settings(
+        pg_url, broker_url, tmp_path, max_request_bytes=16 * 1024, max_book_bytes=64 * 1024,
+        rate_limit_requests_per_s=0, rate_limit_chars_per_min=0,
+    )  # fmt: skip
+    with api(settings) as (client, runtime, _):
+        tenant_id = new_tenant(runtime)
+        voice_id = ready_voice(runtime, tenant_id)
+        me = new_key(runtime, tenant_id)
+        paragraph = "The river ran fast under the old bridge, and nobody crossed it after dark.\n\n"
+
+        def book(size: int) -> Any:
+            text = (paragraph * (size // len(paragraph) + 1))[:size].encode()
+            return client.post(
+                "/v1/books", files={"file": ("big.txt", text, "text/plain")}, data={"voice": voice_id}, headers=me
+            )
+
+        accepted = book(40 * 1024)  # over max_request_bytes, under max_book_bytes
+        assert accepted.status_code == 202, accepted.text
+        assert_error(book(64 * 1024 + 1), 413, "book_too_large")
+        assert_error(book(1024 * 1024), 413, "book_too_large")
+        # Other bodies keep the generic cap.
+        big_job = {"text": "x" * (20 * 1024), "voice_id": voice_id}
+        assert_error(client.post("/v1/jobs", json=big_job, headers=me), 413, "request_too_large")

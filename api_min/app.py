@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     install_error_handlers(app)
     # The last added runs first: the metrics see what the body guard answers or rewrites.
-    app.add_middleware(BodyGuard, settings=runtime.settings)
+    app.add_middleware(BodyGuard, runtime=runtime)
     metrics.install_request_metrics(app)
     routers = (health, jobs, voices, books, projects, tts, metrics)
     for router in (module.router for module in routers):

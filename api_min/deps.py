@@ -21,18 +21,26 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
+IDENTITY_SCOPE_KEY = "voxmill.identity"  # set by api_min.limits when it checked the key before the body
+
+
+def resolve_identity(runtime: Runtime, authorization: str | None) -> Identity | None:
+    """The API key's identity, the default tenant when auth is off, or None (401)."""
+    from jobs.tenants import identify
+
+    with runtime.transaction() as session:
+        if runtime.settings.auth_required:
+            return identify(session, authorization)
+        return Identity(lifecycle.default_tenant(session).id)
+
+
 def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
     """Who the request acts for — the API key's tenant, or the default tenant when auth is off —
     after one token of the caller's requests-per-second bucket (429 when it is empty)."""
     from jobs.limits import admit_request
-    from jobs.tenants import identify
 
     runtime = get_runtime(request)
-    with runtime.transaction() as session:
-        if runtime.settings.auth_required:
-            identity = identify(session, authorization)
-        else:
-            identity = Identity(lifecycle.default_tenant(session).id)
+    identity: Identity | None = request.scope.get(IDENTITY_SCOPE_KEY) or resolve_identity(runtime, authorization)
     if identity is None:
         raise ApiError(401, "unauthorized", "a valid API key is required", {"WWW-Authenticate": "Bearer"})
     admit_request(runtime, identity)

@@ -220,3 +220,22 @@ def test_a_client_hanging_up_mid_upload_is_no_server_error(server: tuple[str, Cl
     log = api.log()
     assert "Traceback" not in log and "unhandled error" not in log and "Exception in ASGI application" not in log, log[-3000:]
     assert "client closed the connection" in log
+
+
+def test_a_missing_key_is_refused_before_the_upload_is_read(
+    pg_url: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    env = distributed_env(pg_url, redis_url(11), s3_server, VOXMILL_HOME=str(tmp_path), VOXMILL_AUTH_REQUIRED="true")
+    cluster = Cluster(env=env, log_dir=tmp_path)
+    try:
+        base = cluster.api()
+        size = 40 * 1024 * 1024  # under the upload cap: only the key decides
+        head = request_head("/v1/voices", "Content-Type: multipart/form-data; boundary=b", f"Content-Length: {size}")
+        result = exchange(base, head, endless(b"x" * 65536))
+        print(f"no key, 40 MiB upload: {result.sent_before} bytes before the 401, {result.sent_after} after, {result.ended}")
+        assert result.status == 401 and b'"unauthorized"' in result.response
+        assert result.headers.get("connection") == "close"
+        assert result.ended in ("closed", "reset"), result
+        assert result.sent_before + result.sent_after < KERNEL_BUFFERS * 2
+    finally:
+        cluster.stop_all()

@@ -205,14 +205,16 @@ async def start(
     check_text(runtime, request.text)
     deadline = time.monotonic() + runtime.settings.sync_timeout_s
     if runtime.settings.embedded:
-        job_id = await _submit_inline(runtime, tenant_id, request)
+        job_id = await _submit_inline(runtime, tenant_id, request, caller)
     else:
         job, _ = await anyio.to_thread.run_sync(partial(submit_job, runtime, tenant_id, request, caller=caller))
         job_id = job.id
     return SyncRender(runtime, job_id, deadline)
 
 
-async def _submit_inline(runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest) -> uuid.UUID:
+async def _submit_inline(
+    runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest, caller: Identity | None = None
+) -> uuid.UUID:
     """Embedded mode: ``submit_job`` renders the whole job before it returns, so it runs in its
     own thread; returns once the job row is committed, or raises the submission's rejection."""
     job_id = uuid.uuid4()
@@ -220,7 +222,7 @@ async def _submit_inline(runtime: Runtime, tenant_id: uuid.UUID, request: JobReq
 
     def run() -> None:
         try:
-            job, _ = submit_job(runtime, tenant_id, request, job_id=job_id)
+            job, _ = submit_job(runtime, tenant_id, request, job_id=job_id, caller=caller)
             outcome.set_result(job.id)
         except BaseException as exc:
             outcome.set_exception(exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api_min.errors import ERROR_RESPONSES, install_error_handlers
-from api_min.limits import BodySizeLimit
+from api_min.limits import BodyGuard
 from api_min.routes import books, health, jobs, metrics, projects, tts, voices
 from jobs.runtime import Runtime
 from jobs.settings import Settings
@@ -22,8 +22,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    # The last added runs first: the metrics see what the body guard answers or rewrites.
+    app.add_middleware(BodyGuard, runtime=runtime)
     metrics.install_request_metrics(app)
-    app.add_middleware(BodySizeLimit, settings=runtime.settings)
     routers = (health, jobs, voices, books, projects, tts, metrics)
     for router in (module.router for module in routers):
         app.include_router(router)

@@ -1,6 +1,7 @@
 """Request dependencies shared by the routers: the process's runtime, the caller (tenant and API
-key, rate-limited per request), the characters-per-minute charge, and the circuit breaker that
-guards synchronous synthesis."""
+key, rate-limited per request) and the circuit breaker that guards synchronous synthesis. Work
+that queues a job is admitted (characters, queued-job cap, callback URL) by
+``jobs.limits.admit_job`` inside the submission."""
 
 from __future__ import annotations
 
@@ -20,18 +21,26 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
+IDENTITY_SCOPE_KEY = "voxmill.identity"  # set by api_min.limits when it checked the key before the body
+
+
+def resolve_identity(runtime: Runtime, authorization: str | None) -> Identity | None:
+    """The API key's identity, the default tenant when auth is off, or None (401)."""
+    from jobs.tenants import identify
+
+    with runtime.transaction() as session:
+        if runtime.settings.auth_required:
+            return identify(session, authorization)
+        return Identity(lifecycle.default_tenant(session).id)
+
+
 def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
     """Who the request acts for — the API key's tenant, or the default tenant when auth is off —
     after one token of the caller's requests-per-second bucket (429 when it is empty)."""
     from jobs.limits import admit_request
-    from jobs.tenants import identify
 
     runtime = get_runtime(request)
-    with runtime.transaction() as session:
-        if runtime.settings.auth_required:
-            identity = identify(session, authorization)
-        else:
-            identity = Identity(lifecycle.default_tenant(session).id)
+    identity: Identity | None = request.scope.get(IDENTITY_SCOPE_KEY) or resolve_identity(runtime, authorization)
     if identity is None:
         raise ApiError(401, "unauthorized", "a valid API key is required", {"WWW-Authenticate": "Bearer"})
     admit_request(runtime, identity)
@@ -44,15 +53,6 @@ Caller = Annotated[Identity, Depends(current_caller)]
 def current_tenant(caller: Caller) -> uuid.UUID:
     """The calling tenant's id. Another tenant's ids answer 404, never 403."""
     return caller.tenant_id
-
-
-def charge_characters(runtime: Runtime, caller: Identity, text: str) -> None:
-    """Charge ``text`` against the caller's characters-per-minute bucket (429 + Retry-After).
-    Call it once the text passed the cheap checks (not empty, not over max_text_chars)."""
-    from jobs.limits import charge_characters as charge
-
-    if text.strip() and len(text) <= runtime.settings.max_text_chars:
-        charge(runtime, caller, len(text))
 
 
 def require_sync_capacity(request: Request) -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api_min.schemas import ErrorBody, ErrorDetail
 from jobs.errors import RetryLater
@@ -19,7 +20,7 @@ from jobs.submission import RequestRejected
 log = logging.getLogger("voxmill.api")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 408, 409, 413, 415, 422, 429, 503)
 }
 
 STATUS_CODES = {
@@ -29,6 +30,7 @@ STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "request_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -61,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = STATUS_CODES.get(exc.status_code, "http_error")
+        code = getattr(exc, "code", None) or STATUS_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RetryLater)
@@ -93,6 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         log.exception("database error")
         return error_response(500, "internal_error", "internal error")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client hung up before its request was read: nobody to answer, nothing of ours
+        # failed. 499 is what the request metrics record (nginx's "client closed request").
+        log.info("client closed the connection during the request", extra={"fields": {"path": request.url.path}})
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -52,26 +52,49 @@ def cmd_storage_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_to_start(settings: Settings, what: str) -> bool:
+    """True (after saying why on stderr) when a distributed process must not start."""
+    problem = settings.startup_problem()
+    if problem:
+        print(f"voxmill {what}: refusing to start: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def cmd_api(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if _refuse_to_start(settings, "api"):
+        return 2
     import uvicorn
 
     from api_min.app import create_app
     from jobs.logs import configure_logging
 
-    settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    # uvicorn's standard extras, as production runs it: httptools parses requests and uvloop runs
+    # the loop. The upload limits (api_min.limits) are tested on this server.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        loop="uvloop",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=5,
+    )
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from jobs.logs import configure_logging
-    from jobs.runtime import Runtime
-
     settings = _settings()
     if settings.embedded:
         print("voxmill worker needs VOXMILL_MODE=distributed (embedded mode runs every stage in-process)", file=sys.stderr)
         return 2
+    if _refuse_to_start(settings, "worker"):
+        return 2
+    from jobs.logs import configure_logging
+    from jobs.runtime import Runtime
+
     configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime(settings)
     from jobs.metrics import start_worker_exporter, worker_port
@@ -122,6 +145,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
     from jobs.runtime import Runtime
 
     settings = _settings()
+    if _refuse_to_start(settings, "beat"):
+        return 2
     schedule = settings.home / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     Runtime(settings).celery.start(["beat", "--schedule", str(schedule), "--loglevel", settings.log_level])

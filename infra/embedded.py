@@ -191,13 +191,41 @@ OUTPUT_NAMES = {"m4b": "{stem}.m4b", "mp3": "{stem}.mp3", "manifest": "{stem}.ma
                 "srt": "{stem}.srt", "vtt": "{stem}.vtt"}
 
 
+class UnsafeOutputName(ValueError):
+    """A file name, made from a kind and a storage key, that would not stay a plain file of the
+    output folder (``voxmill submit`` builds it from what a server sent)."""
+
+
 def output_name(kind: str, key: str, stem: str) -> str:
-    """Where a job's file goes in the output folder."""
+    """Where a job's file goes in the output folder: a plain name, or ``chapters/<name>``. A key
+    with an empty, ``.`` or ``..`` part, or a backslash, is refused (``UnsafeOutputName``)."""
+    if "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise UnsafeOutputName(f"the storage key {key!r} is not a plain relative path")
     if kind == "audio":
         return f"{stem}.{key.rsplit('.', 1)[-1]}"
     if kind.startswith("chapter-"):
         return f"chapters/{key.rsplit('/', 1)[-1]}"
-    return OUTPUT_NAMES.get(kind, key.rsplit("/", 1)[-1]).format(stem=stem)
+    template = OUTPUT_NAMES.get(kind)
+    return template.format(stem=stem) if template else key.rsplit("/", 1)[-1]
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """``out_dir / name`` when ``name`` is a plain file name or ``chapters/<file name>`` and the
+    path stays inside ``out_dir`` (symbolic links resolved); else ``UnsafeOutputName``."""
+    parts = name.split("/")
+    if len(parts) == 2 and parts[0] == "chapters":
+        leaf = parts[1]
+    elif len(parts) == 1:
+        leaf = parts[0]
+    else:
+        raise UnsafeOutputName(f"{name!r} is neither a file name nor chapters/<file name>")
+    if leaf in ("", ".", "..") or "\\" in leaf or any(ord(c) < 0x20 or c == "\x7f" for c in leaf):
+        raise UnsafeOutputName(f"{name!r} is not a plain file name")
+    root = out_dir.resolve()
+    target = (out_dir / name).resolve()
+    if target.parent not in (root, root / "chapters"):
+        raise UnsafeOutputName(f"{name!r} leads outside {out_dir}")
+    return out_dir / name
 
 
 def copy_outputs(runtime: Any, job_id: Any, out_dir: Path, stem: str) -> dict[str, Path]:
@@ -211,7 +239,7 @@ def copy_outputs(runtime: Any, job_id: Any, out_dir: Path, stem: str) -> dict[st
         ).all()
     written: dict[str, Path] = {}
     for kind, key in sorted(artifacts):
-        target = out_dir / output_name(kind, key, stem)
+        target = output_path(out_dir, output_name(kind, key, stem))
         if kind == "audio" and target.suffix == ".mp3":
             continue  # the same object as the book's MP3
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from infra.embedded import output_name
+from infra.embedded import UnsafeOutputName, output_name, output_path
 from infra.progress import ProgressBar
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -86,14 +87,26 @@ def submit(
         if job["status"] != "succeeded":
             print(f"job {job['id']} {job['status']}: {job.get('error')}", file=sys.stderr)
             return 1
-        files = [a for a in job["artifacts"] if a["segment_index"] is None]
+        files = sorted((a for a in job["artifacts"] if a["segment_index"] is None), key=lambda a: str(a["kind"]))
         print(f"rendered {job['progress']['segments_total']} segments ({job['progress']['segments_reused']} reused)")
-        for artifact in sorted(files, key=lambda a: a["kind"]):
-            url = f"{job_url}/files/{artifact['kind']}"
+        targets: dict[str, Path] = {}
+        if out_dir is not None:
+            # Names come from the server: every one must be a plain file of --out (or of its
+            # chapters/ folder) before anything is written.
+            try:
+                for artifact in files:
+                    targets[artifact["kind"]] = output_path(
+                        out_dir, output_name(str(artifact["kind"]), str(artifact["key"]), path.stem)
+                    )
+            except UnsafeOutputName as exc:
+                print(f"refusing the server's file names: {exc}; nothing was written", file=sys.stderr)
+                return 3
+        for artifact in files:
+            url = f"{job_url}/files/{quote(str(artifact['kind']), safe='')}"
             if out_dir is None:
                 print(f"  {artifact['kind']:12s} {url}")
                 continue
-            target = out_dir / output_name(artifact["kind"], artifact["key"], path.stem)
+            target = targets[artifact["kind"]]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(client.get(url).content)
             print(f"  {artifact['kind']:12s} {target}")

@@ -34,6 +34,7 @@ from db.models import Job, Project, Voice, utcnow
 from jobs import lifecycle
 from jobs.engine import SynthesisParams
 from jobs.states import VoiceStatus
+from jobs.tenants import Identity
 from jobs.submission import (
     FORMAT_RATES,
     LANGUAGES,
@@ -55,6 +56,7 @@ SOURCE_FORMATS = ("text", "markdown", "epub")
 SOURCE_EXTENSIONS = {"text": ".txt", "markdown": ".md", "epub": ".epub"}
 MAX_PAUSE_S = 30.0
 MAX_LEXICON_ENTRIES = 5000
+EPUB_READ_BUDGET = 256 * 1024 * 1024  # decompressed bytes read to count an EPUB's characters
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,15 @@ def _check(request: BookRequest, settings: Settings) -> int:
 
 
 def submit_book(
-    runtime: Runtime, tenant_id: uuid.UUID, request: BookRequest, idempotency_key: str | None = None
+    runtime: Runtime,
+    tenant_id: uuid.UUID,
+    request: BookRequest,
+    idempotency_key: str | None = None,
+    caller: Identity | None = None,
 ) -> tuple[Job, bool]:
-    """Store the source, upsert the project, supersede its unfinished render and queue a job.
-    Returns (job, created); a repeated idempotency key returns the first job."""
+    """Upsert the project, supersede its unfinished render, admit the job for ``caller`` (default:
+    the tenant; ``jobs.limits.admit_job``), store the source and queue the job. Returns (job,
+    created); a repeated idempotency key returns the first job."""
     settings = runtime.settings
     sample_rate = _check(request, settings)
     options = BookOptions.from_dict(request.options, settings)
@@ -211,7 +218,7 @@ def submit_book(
             if existing is not None:
                 return replay(existing, fingerprint), False
     source_key = source_object_key(tenant_id, source_sha, source_format)
-    runtime.storage.put(source_key, request.source, "application/octet-stream")
+    characters = book_characters(request.source, source_format)
     try:
         with runtime.transaction() as session:
             voice = _usable_voice(session, tenant_id, request.voice_id)
@@ -243,7 +250,12 @@ def submit_book(
                 callback_url=request.callback_url,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                caller=caller or Identity(tenant_id),
+                characters=characters,
             )
+            # Stored once admitted (a refused book leaves no object), before the commit that
+            # lets a worker plan it.
+            runtime.storage.put(source_key, request.source, "application/octet-stream")
         return job, True
     except IntegrityError:
         existing = race_winner(runtime, tenant_id, idempotency_key)
@@ -262,11 +274,23 @@ def create_project_job(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    caller: Identity | None = None,
+    characters: int | None = None,
 ) -> Job:
-    """A render of the project as it stands now; its unfinished render is cancelled first."""
+    """A render of the project as it stands now; its unfinished render is cancelled first.
+
+    With ``caller`` (a client asked for it) the job is admitted by ``jobs.limits.admit_job``
+    after the superseded render stopped counting, charged ``characters`` (default: those of the
+    stored source). Scheduled and stale re-renders (beat) pass no caller."""
     if project.source_key is None or project.source_format is None:
         raise RequestRejected(409, "project_has_no_source", f"project {project.name!r} has no source yet")
     lifecycle.supersede_project_jobs(session, runtime, project.id)
+    if caller is not None:
+        from jobs.limits import admit_job
+
+        if characters is None:
+            characters = source_characters(runtime, project.source_key, project.source_format)
+        admit_job(runtime, session, caller, characters, callback_url)
     allowed = FORMAT_RATES.get(project.output_format, SAMPLE_RATES)
     job = lifecycle.create_job(
         session,
@@ -289,6 +313,47 @@ def create_project_job(
     )
     project.last_job_id = job.id
     return job
+
+
+def book_characters(data: bytes, source_format: str) -> int:
+    """The characters a book is charged for against the tenant's limits, counted without parsing
+    its chapters (that happens on the gpt queue): a text or Markdown source's characters, markup
+    included; an EPUB's text in its (X)HTML documents. An upper bound on what is spoken."""
+    if source_format != "epub":
+        return len(data.decode("utf-8", "replace"))
+    import lxml.html
+    from lxml import etree
+
+    total = 0
+    budget = EPUB_READ_BUDGET
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            for info in archive.infolist():
+                if not info.filename.lower().endswith((".xhtml", ".html", ".htm")) or budget <= 0:
+                    continue
+                with archive.open(info) as member:
+                    content = member.read(budget)  # a zip bomb stops at the budget
+                budget -= len(content)
+                if content.strip():
+                    total += len(lxml.html.fromstring(content).text_content())
+    except (zipfile.BadZipFile, ValueError, OSError, etree.LxmlError):
+        return len(data)  # unreadable here: the planner will say why; charge its size
+    return total
+
+
+_SOURCE_CHARACTERS: dict[str, int] = {}
+
+
+def source_characters(runtime: Runtime, source_key: str, source_format: str) -> int:
+    """``book_characters`` of a stored source. Source keys are content addresses, so the count
+    of a key never changes and is kept (a few hundred entries per process at most)."""
+    found = _SOURCE_CHARACTERS.get(source_key)
+    if found is None:
+        found = book_characters(runtime.storage.get(source_key), source_format)
+        if len(_SOURCE_CHARACTERS) >= 1024:
+            _SOURCE_CHARACTERS.clear()
+        _SOURCE_CHARACTERS[source_key] = found
+    return found
 
 
 def _seconds(value: int) -> Any:

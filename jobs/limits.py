@@ -9,9 +9,11 @@ refused for its characters spends no request token. A charge larger than a whole
 text) is admitted when the bucket is full and leaves it in debt, so the rate holds over time
 without making long texts impossible.
 
-Rate limits need Redis: in embedded mode they are off. When Redis cannot be reached the API
-admits the request and logs it — the limits protect the workers, and a broker outage stops
-the workers anyway."""
+Rate limits need Redis: in embedded mode they are off. When Redis cannot answer,
+``rate_limit_on_redis_error`` decides: ``open`` (the default) admits the request — the limits
+protect the workers, and a broker outage stops the workers anyway — and ``closed`` answers 503
+``rate_limits_unavailable``. Either way a warning is logged (at most every 30 s per process) and
+``voxmill_rate_limit_store_errors_total{outcome}`` counts every such request."""
 
 from __future__ import annotations
 
@@ -131,12 +133,29 @@ class Limiter:
         try:
             admitted, wait = self._script(keys=keys, args=args)
         except redis.exceptions.RedisError as exc:
-            now = time.monotonic()
-            if now - self._last_warning > 30:
-                self._last_warning = now
-                log.warning("rate limits unavailable (%s); admitting requests", exc)
+            self._store_error(exc)
             return 0.0
         return 0.0 if int(admitted) == 1 else max(float(wait), 0.001)
+
+    def _store_error(self, exc: Exception) -> None:
+        from jobs.metrics import RATE_LIMIT_STORE_ERRORS
+        from jobs.submission import RequestRejected
+
+        closed = self.settings.rate_limit_on_redis_error == "closed"
+        RATE_LIMIT_STORE_ERRORS.labels("refused" if closed else "admitted").inc()
+        now = time.monotonic()
+        if now - self._last_warning > 30:
+            self._last_warning = now
+            log.warning(
+                "rate limits unavailable (%s); %s requests (VOXMILL_RATE_LIMIT_ON_REDIS_ERROR=%s)",
+                exc,
+                "refusing" if closed else "admitting",
+                self.settings.rate_limit_on_redis_error,
+            )
+        if closed:
+            raise RequestRejected(
+                503, "rate_limits_unavailable", "rate limits cannot be checked right now; retry shortly", retry_after(5)
+            )
 
     def request_buckets(self) -> list[Bucket]:
         s = self.settings
@@ -194,6 +213,33 @@ def charge_characters(runtime: "Runtime", identity: Identity, characters: int) -
             f"{runtime.settings.rate_limit_chars_per_min} characters per minute",
             retry_after(wait),
         )
+
+
+def admit_job(
+    runtime: "Runtime",
+    session: Session,
+    caller: Identity,
+    characters: int,
+    callback_url: str | None = None,
+) -> None:
+    """The one admission every route that queues work passes (``POST /v1/jobs``, the sync routes,
+    books, project patches and renders), inside the transaction that writes the job, after the
+    request's own checks: the callback URL (422 with its ``callback_url_*`` code), the tenant's
+    queued-job cap (429 ``too_many_queued_jobs``; the tenant row stays locked until the commit),
+    then the characters against the caller's per-minute bucket (429 ``characters_rate_limited``).
+    Charged last, so a request refused for anything else spends no characters."""
+    from jobs.submission import RequestRejected
+
+    if callback_url is not None:
+        from jobs.callbacks import CallbackRejected, check
+
+        try:
+            check(callback_url, runtime.settings)
+        except CallbackRejected as exc:
+            raise RequestRejected(422, exc.code, exc.message) from None
+    check_queued_jobs(session, runtime.settings, caller.tenant_id)
+    if characters > 0:
+        charge_characters(runtime, caller, characters)
 
 
 def queued_job_cap(session: Session, settings: Settings, tenant_id: uuid.UUID) -> int:

@@ -63,6 +63,13 @@ HTTP_SECONDS = Histogram(
 
 # --------------------------------------------------------------------------- outcomes
 
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "voxmill_rate_limit_store_errors",
+    "Rate-limit checks that could not reach Redis, by what the request got "
+    "(admitted: VOXMILL_RATE_LIMIT_ON_REDIS_ERROR=open; refused: closed).",
+    ["outcome"],
+)
+
 JOBS_SUBMITTED = Counter("voxmill_jobs_submitted", "Jobs accepted (rows committed).")
 JOBS_FINISHED = Counter("voxmill_jobs_finished", "Jobs that reached a terminal state.", ["status"])
 SEGMENTS_FINISHED = Counter(

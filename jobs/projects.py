@@ -27,6 +27,7 @@ from jobs.engine import SynthesisParams
 from jobs.runtime import Runtime
 from jobs.states import JOB_TERMINAL
 from jobs.submission import RequestRejected
+from jobs.tenants import Identity
 
 log = logging.getLogger("voxmill.projects")
 _TERMINAL = {s.value for s in JOB_TERMINAL}
@@ -51,10 +52,16 @@ def load_project(session: Session, tenant_id: uuid.UUID, project_id: uuid.UUID) 
 
 
 def update_project(
-    runtime: Runtime, tenant_id: uuid.UUID, project_id: uuid.UUID, changes: dict[str, Any], render: bool = True
+    runtime: Runtime,
+    tenant_id: uuid.UUID,
+    project_id: uuid.UUID,
+    changes: dict[str, Any],
+    render: bool = True,
+    caller: Identity | None = None,
 ) -> tuple[uuid.UUID, uuid.UUID | None]:
     """Apply ``changes`` (voice_id, schedule_every_s, params, options); when anything changed
-    and ``render``, a render is queued at once. Returns (project id, new job id or None)."""
+    and ``render``, a render is queued at once, admitted for ``caller`` (default: the tenant)
+    like every job. Returns (project id, new job id or None)."""
     with runtime.transaction() as session:
         project = load_project(session, tenant_id, project_id)
         changed = False
@@ -79,14 +86,17 @@ def update_project(
         project.updated_at = utcnow()
         job_id = None
         if changed and render:
-            job_id = create_project_job(session, runtime, project).id
+            job_id = create_project_job(session, runtime, project, caller=caller or Identity(tenant_id)).id
         return project.id, job_id
 
 
-def render_project(runtime: Runtime, tenant_id: uuid.UUID, project_id: uuid.UUID) -> uuid.UUID:
+def render_project(
+    runtime: Runtime, tenant_id: uuid.UUID, project_id: uuid.UUID, caller: Identity | None = None
+) -> uuid.UUID:
+    """Queue a render now, admitted for ``caller`` (default: the tenant) like every job."""
     with runtime.transaction() as session:
         project = load_project(session, tenant_id, project_id)
-        return create_project_job(session, runtime, project).id
+        return create_project_job(session, runtime, project, caller=caller or Identity(tenant_id)).id
 
 
 @dataclass

@@ -12,6 +12,9 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEFAULT_WEBHOOK_SECRET = "change-me"
+
+
 class Settings(BaseSettings):
     """Everything a voxmill process needs to know. Defaults give the embedded mode: SQLite and a
     local folder under ``home``, every stage run in-process, no servers."""
@@ -113,8 +116,8 @@ class Settings(BaseSettings):
     # Projects (jobs.projects): how often beat looks for due or stale projects.
     projects_check_every_s: float = 60.0
 
-    # Webhooks.
-    webhook_secret: str = "change-me"
+    # Webhooks. Distributed processes (api, worker, beat) refuse to start with the default.
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_max_attempts: int = 8
     webhook_backoff_base_s: float = 2.0
     webhook_backoff_max_s: float = 600.0
@@ -140,9 +143,17 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     rate_limit_chars_per_min: int = 600_000  # characters of text submitted per key per minute
     redis_url: str | None = None  # for the limits; default: the broker URL
+    # When Redis cannot answer a rate-limit check: "open" admits the request, "closed" answers
+    # 503 rate_limits_unavailable. Either way a warning is logged and
+    # voxmill_rate_limit_store_errors_total counts it. Open by default: the limits protect the
+    # workers, and a Redis that is the broker being down stops the workers anyway.
+    rate_limit_on_redis_error: Literal["open", "closed"] = "open"
     max_queued_jobs_per_tenant: int = 1000  # unfinished jobs; tenants.max_queued_jobs overrides
     queued_jobs_retry_after_s: int = 30
-    max_request_bytes: int = 4 * 1024 * 1024  # any body but a voice upload (text_too_long first)
+    max_request_bytes: int = 4 * 1024 * 1024  # any body but a voice or book upload
+    # The whole request body must arrive within this long of its headers (408 request_timeout
+    # after it; 0: no deadline). 120 s carries a 50 MiB upload at about 3.5 Mbit/s.
+    request_body_timeout_s: float = 120.0
     # Circuit breaker for sync requests: open when the sovits queue holds more ready messages than
     # this, or when over breaker_window_s at least breaker_min_samples sovits attempts ended and
     # more than breaker_max_error_rate of them failed or were retried. Open for breaker_cooldown_s.
@@ -184,6 +195,15 @@ class Settings(BaseSettings):
         if self.models_dir is None:
             self.models_dir = home / "models"
         return self
+
+    def startup_problem(self) -> str | None:
+        """Why a distributed process (api, worker, beat) must not start with these settings."""
+        if not self.embedded and self.webhook_secret.strip() in ("", DEFAULT_WEBHOOK_SECRET):
+            return (
+                "VOXMILL_WEBHOOK_SECRET is unset or the default; distributed mode signs webhooks with it, "
+                "so anyone could forge them. Set it to a long random value (e.g. `openssl rand -hex 32`)."
+            )
+        return None
 
     @property
     def embedded(self) -> bool:

@@ -21,6 +21,7 @@ from jobs.errors import JobError
 from jobs.keys import voice_object_key
 from jobs.runtime import Runtime
 from jobs.states import VoiceStatus
+from jobs.tenants import Identity
 
 LANGUAGES = ("auto", "zh", "en", "ja")
 OUTPUT_FORMATS = ("wav", "wav24", "flac", "mp3", "opus", "m4a")
@@ -62,8 +63,10 @@ def submit_job(
     request: JobRequest,
     idempotency_key: str | None = None,
     job_id: uuid.UUID | None = None,
+    caller: Identity | None = None,
 ) -> tuple[Job, bool]:
-    """Returns (job, created). A repeated idempotency key with the same request returns the
+    """Returns (job, created). The job is admitted by ``jobs.limits.admit_job`` for ``caller``
+    (default: the tenant itself, as the CLI submits). A repeated idempotency key with the same request returns the
     first job; with a different request it is refused. ``job_id`` names the new row in advance
     (``jobs.sync`` follows a job whose stages run inline before this returns)."""
     settings = runtime.settings
@@ -82,13 +85,6 @@ def submit_job(
             "sample_rate_unsupported",
             f"{request.output_format} carries {', '.join(map(str, allowed_rates))} Hz, not {sample_rate}",
         )
-    if request.callback_url is not None:
-        from jobs.callbacks import CallbackRejected, check
-
-        try:
-            check(request.callback_url, settings)
-        except CallbackRejected as exc:
-            raise RequestRejected(422, exc.code, exc.message) from None
     fingerprint = request.fingerprint()
     try:
         with runtime.transaction() as session:
@@ -103,9 +99,9 @@ def submit_job(
                 raise RequestRejected(
                     409, "voice_unavailable", f"voice {voice.id} failed processing: {voice.failure_code}"
                 )
-            from jobs.limits import check_queued_jobs
+            from jobs.limits import admit_job
 
-            check_queued_jobs(session, settings, tenant_id)
+            admit_job(runtime, session, caller or Identity(tenant_id), len(request.text), request.callback_url)
             job = lifecycle.create_job(
                 session,
                 runtime,

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 from sqlalchemy import select
@@ -30,6 +31,7 @@ from jobs import lifecycle, voice_catalog
 from jobs.runtime import Runtime
 from jobs.states import JobStatus, SegmentStatus
 from jobs.submission import JobRequest, RequestRejected, submit_job
+from jobs.tenants import Identity
 
 log = logging.getLogger("voxmill.sync")
 
@@ -194,20 +196,25 @@ class SyncRender:
             log.info("synchronous render abandoned; job cancelled", extra={"fields": {"job_id": str(self.job_id)}})
 
 
-async def start(runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest) -> SyncRender:
-    """Submit ``request`` as a job (validation errors raise here, before anything is sent) and
-    return the render to follow; its deadline starts now."""
+async def start(
+    runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest, caller: Identity | None = None
+) -> SyncRender:
+    """Submit ``request`` as a job admitted for ``caller`` (``jobs.limits.admit_job``; validation
+    errors raise here, before anything is sent) and return the render to follow; its deadline
+    starts now."""
     check_text(runtime, request.text)
     deadline = time.monotonic() + runtime.settings.sync_timeout_s
     if runtime.settings.embedded:
-        job_id = await _submit_inline(runtime, tenant_id, request)
+        job_id = await _submit_inline(runtime, tenant_id, request, caller)
     else:
-        job, _ = await anyio.to_thread.run_sync(submit_job, runtime, tenant_id, request)
+        job, _ = await anyio.to_thread.run_sync(partial(submit_job, runtime, tenant_id, request, caller=caller))
         job_id = job.id
     return SyncRender(runtime, job_id, deadline)
 
 
-async def _submit_inline(runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest) -> uuid.UUID:
+async def _submit_inline(
+    runtime: Runtime, tenant_id: uuid.UUID, request: JobRequest, caller: Identity | None = None
+) -> uuid.UUID:
     """Embedded mode: ``submit_job`` renders the whole job before it returns, so it runs in its
     own thread; returns once the job row is committed, or raises the submission's rejection."""
     job_id = uuid.uuid4()
@@ -215,7 +222,7 @@ async def _submit_inline(runtime: Runtime, tenant_id: uuid.UUID, request: JobReq
 
     def run() -> None:
         try:
-            job, _ = submit_job(runtime, tenant_id, request, job_id=job_id)
+            job, _ = submit_job(runtime, tenant_id, request, job_id=job_id, caller=caller)
             outcome.set_result(job.id)
         except BaseException as exc:
             outcome.set_exception(exc)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from api_min.deps import RuntimeDep, TenantId
+from api_min.deps import Caller, RuntimeDep, TenantId
 from api_min.errors import ApiError
 from api_min.schemas import ChapterProgress, JobOut
 from db.models import Artifact, Job, Segment
@@ -64,7 +64,7 @@ def _json_field(value: str | None, name: str) -> dict[str, Any]:
 
 @router.post("/v1/books", status_code=202, response_model=JobOut)
 async def create_book(
-    tenant_id: TenantId,
+    caller: Caller,
     runtime: RuntimeDep,
     response: Response,
     file: Annotated[UploadFile, File(description="The book: plain text, Markdown or EPUB.")],
@@ -89,6 +89,7 @@ async def create_book(
     unfinished render and reuses every segment already rendered."""
     from api_min.routes.jobs import job_out
 
+    tenant_id = caller.tenant_id
     fields = {
         "voice": voice, "project": project, "source_format": source_format, "language": language, "format": format,
         "split": split, "params": params, "options": options, "callback_url": callback_url, "filename": file.filename,
@@ -117,7 +118,7 @@ async def create_book(
         callback_url=callback_url,
         schedule_every_s=schedule_every_s,
     )
-    job, created = await run_in_threadpool(submit_book, runtime, tenant_id, request, idempotency_key)
+    job, created = await run_in_threadpool(submit_book, runtime, tenant_id, request, idempotency_key, caller)
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

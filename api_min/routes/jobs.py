@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
-from api_min.deps import Caller, RuntimeDep, TenantId, charge_characters
+from api_min.deps import Caller, RuntimeDep, TenantId
 from api_min.errors import ApiError
 from api_min.routes.books import chapter_progress, is_reused
 from api_min.schemas import (
@@ -177,7 +177,6 @@ def create_job(
 ) -> JobOut:
     """Submit text to render in a voice. Returns at once; poll the job or pass a callback_url."""
     tenant_id = caller.tenant_id
-    charge_characters(runtime, caller, body.text)
     request = JobRequest(
         text=body.text,
         voice_id=body.voice_id,
@@ -188,7 +187,7 @@ def create_job(
         params=body.params.model_dump(),
         callback_url=body.callback_url,
     )
-    job, created = submit_job(runtime, tenant_id, request, idempotency_key)
+    job, created = submit_job(runtime, tenant_id, request, idempotency_key, caller=caller)
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from api_min.deps import RuntimeDep, TenantId
+from api_min.deps import Caller, RuntimeDep
 from api_min.schemas import JobOut, ProjectOut, ProjectPatch
 from db.models import Project
 from jobs.projects import load_project, render_project, update_project
@@ -34,25 +34,27 @@ def project_out(project: Project) -> ProjectOut:
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
-def get_project(project_id: uuid.UUID, tenant_id: TenantId, runtime: RuntimeDep) -> ProjectOut:
+def get_project(project_id: uuid.UUID, caller: Caller, runtime: RuntimeDep) -> ProjectOut:
     with runtime.transaction() as session:
-        return project_out(load_project(session, tenant_id, project_id))
+        return project_out(load_project(session, caller.tenant_id, project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
-def patch_project(project_id: uuid.UUID, body: ProjectPatch, tenant_id: TenantId, runtime: RuntimeDep) -> ProjectOut:
+def patch_project(project_id: uuid.UUID, body: ProjectPatch, caller: Caller, runtime: RuntimeDep) -> ProjectOut:
     """Change the voice, synthesis params, book options or schedule. A change that alters the
-    audio queues a render at once (``render: false`` leaves it to the schedule)."""
+    audio queues a render at once (``render: false`` leaves it to the schedule); that render is
+    charged the book's characters and counts against the queued-job cap, like any job."""
     changes = body.model_dump(exclude={"render"}, exclude_none=True)
-    update_project(runtime, tenant_id, project_id, changes, render=body.render)
+    update_project(runtime, caller.tenant_id, project_id, changes, render=body.render, caller=caller)
     with runtime.transaction() as session:
-        return project_out(load_project(session, tenant_id, project_id))
+        return project_out(load_project(session, caller.tenant_id, project_id))
 
 
 @router.post("/{project_id}/render", status_code=202, response_model=JobOut)
-def render(project_id: uuid.UUID, tenant_id: TenantId, runtime: RuntimeDep) -> JobOut:
-    """Render the project now; its unfinished render is superseded, finished segments reused."""
+def render(project_id: uuid.UUID, caller: Caller, runtime: RuntimeDep) -> JobOut:
+    """Render the project now; its unfinished render is superseded, finished segments reused.
+    Charged the book's characters and counted against the queued-job cap, like any job."""
     from api_min.routes.jobs import job_out
 
-    job_id = render_project(runtime, tenant_id, project_id)
-    return job_out(runtime, job_id, tenant_id)
+    job_id = render_project(runtime, caller.tenant_id, project_id, caller=caller)
+    return job_out(runtime, job_id, caller.tenant_id)

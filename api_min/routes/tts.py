@@ -23,13 +23,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from api_min.deps import Caller, RuntimeDep, SyncCapacity, charge_characters
+from api_min.deps import Caller, RuntimeDep, SyncCapacity
 from api_min.errors import ApiError
 from api_min.schemas import ErrorBody, Language, SplitMethod, SynthesisParamsIn
 from api_min.streaming import SegmentStream
 from jobs import sync
 from jobs.runtime import Runtime
 from jobs.submission import NATIVE_RATE, JobRequest, RequestRejected
+from jobs.tenants import Identity
 from workers.post.audio.codecs import EncoderError
 from workers.post.audio.stream import STREAM_FORMATS, StreamEncoder, complete
 
@@ -158,7 +159,7 @@ def wants_json(accept: str | None) -> bool:
 
 async def respond(
     runtime: Runtime,
-    tenant_id: uuid.UUID,
+    caller: Identity,
     *,
     text: str,
     voice_id: uuid.UUID,
@@ -189,7 +190,7 @@ async def respond(
         params=params,
     )
     try:
-        render = await sync.start(runtime, tenant_id, request)
+        render = await sync.start(runtime, caller.tenant_id, request, caller)
     except BaseException:
         await encoder.close()
         raise
@@ -230,10 +231,9 @@ async def tts(
     segment as each finishes (or base64 in JSON when asked). Headers: ``Voxmill-Job-Id`` (the
     job behind it), ``Voxmill-Sample-Rate``, ``Voxmill-Model-Version``."""
     fmt = body.format
-    await run_in_threadpool(charge_characters, runtime, caller, body.text)
     return await respond(
         runtime,
-        caller.tenant_id,
+        caller,
         text=body.text,
         voice_id=body.voice_id,
         language=body.language,
@@ -254,15 +254,13 @@ async def speech(body: SpeechIn, caller: Caller, runtime: RuntimeDep) -> Respons
     """OpenAI-compatible speech (``client.audio.speech.create``). ``voice`` is a voxmill voice
     id or name; ``model`` may be any name; ``pcm`` is 24 kHz as OpenAI documents, Opus 48 kHz,
     the other formats 32 kHz. Errors carry OpenAI's ``type`` and ``param`` beside our ``code``."""
-    tenant_id = caller.tenant_id
-    await run_in_threadpool(charge_characters, runtime, caller, body.input)
     ref = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
-    voice_id = await run_in_threadpool(sync.find_voice, runtime, tenant_id, ref)
+    voice_id = await run_in_threadpool(sync.find_voice, runtime, caller.tenant_id, ref)
     fmt = body.response_format
     rate = {"pcm": OPENAI_PCM_RATE, "opus": 48000}.get(fmt, NATIVE_RATE)
     return await respond(
         runtime,
-        tenant_id,
+        caller,
         text=body.input,
         voice_id=voice_id,
         language="auto",

@@ -6,6 +6,7 @@ jobs are still accepted — and closes again after its cooldown."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from jobs.runtime import Runtime
 from jobs.submission import JobRequest, RequestRejected, submit_job
 from tests.support import factories
 from tests.support.front import api, assert_error, distributed_settings, new_key, new_tenant
-from tests.support.services import wait_for
+from tests.support.services import free_port, wait_for
 
 
 def ready_voice(runtime: Runtime, tenant_id: uuid.UUID) -> str:
@@ -286,3 +287,178 @@ def test_text_the_database_cannot_hold_is_refused(limited: tuple[TestClient, Run
     assert_error(response, 404, "voice_not_found")
     with runtime.transaction() as session:
         assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+
+
+# ----------------------------------------------------------------------------- every route that queues work
+
+
+BOOK = ("Chapter One\n\n" + "The river ran fast under the old bridge. " * 3).encode()  # 137 characters
+
+
+def post_book(client: TestClient, headers: dict[str, str], voice_id: str, project: str, **form: str) -> Any:
+    return client.post(
+        "/v1/books",
+        files={"file": ("book.txt", BOOK, "text/plain")},
+        data={"voice": voice_id, "project": project, **form},
+        headers=headers,
+    )
+
+
+def unfinished_jobs(runtime: Runtime, tenant_id: uuid.UUID) -> int:
+    with runtime.transaction() as session:
+        return session.query(Job).filter(Job.tenant_id == tenant_id, Job.status.notin_(("cancelled", "succeeded", "failed"))).count()
+
+
+def test_books_and_projects_are_charged_characters(limited: tuple[TestClient, Runtime]) -> None:
+    """100 characters a minute per key: a 137-character book goes through on a full bucket and
+    leaves it in debt; every later book, project patch or render of that key waits."""
+    client, runtime = limited
+    runtime.settings.rate_limit_requests_per_s = 0  # this test is about characters alone
+    tenant_id = new_tenant(runtime)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    first = post_book(client, me, voice_id, "first")
+    assert first.status_code == 202, first.text
+    project_id = first.json()["project_id"]
+    assert_error(post_book(client, me, voice_id, "second"), 429, "characters_rate_limited")
+    assert_error(client.post(f"/v1/projects/{project_id}/render", headers=me), 429, "characters_rate_limited")
+    patched = client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=me)
+    assert_error(patched, 429, "characters_rate_limited")
+    # A plain job shares the bucket.
+    assert_error(client.post("/v1/jobs", json={"text": "Hi.", "voice_id": voice_id}, headers=me), 429, "characters_rate_limited")
+
+    # Another key of the tenant has its own bucket: the stored book's characters are charged.
+    other = new_key(runtime, tenant_id)
+    assert client.post(f"/v1/projects/{project_id}/render", headers=other).status_code == 202
+    assert_error(client.post(f"/v1/projects/{project_id}/render", headers=other), 429, "characters_rate_limited")
+    third = new_key(runtime, tenant_id)
+    assert client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=third).status_code == 200
+    assert_error(
+        client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.2}}, headers=third),
+        429,
+        "characters_rate_limited",
+    )
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 3  # book, render, patch
+
+
+def test_books_and_projects_count_against_the_queued_job_cap(limited: tuple[TestClient, Runtime]) -> None:
+    client, runtime = limited
+    runtime.settings.rate_limit_chars_per_min = 0  # this test is about the cap alone
+    runtime.settings.rate_limit_requests_per_s = 0
+    tenant_id = new_tenant(runtime, max_queued_jobs=2)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    book = post_book(client, me, voice_id, "kept")
+    assert book.status_code == 202, book.text
+    project_id = book.json()["project_id"]
+    assert client.post("/v1/jobs", json={"text": "A job.", "voice_id": voice_id}, headers=me).status_code == 202
+    # At the cap: a new project name each time queues nothing more.
+    for name in ("another", "and another"):
+        assert_error(post_book(client, me, voice_id, name), 429, "too_many_queued_jobs")
+    assert_error(client.post("/v1/jobs", json={"text": "No.", "voice_id": voice_id}, headers=me), 429, "too_many_queued_jobs")
+    assert_error(client.post("/v1/tts", json={"text": "No.", "voice_id": voice_id}, headers=me), 429, "too_many_queued_jobs")
+    # Rendering the project again supersedes its unfinished render: still two unfinished jobs.
+    assert client.post(f"/v1/projects/{project_id}/render", headers=me).status_code == 202
+    assert client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.1}}, headers=me).status_code == 200
+    assert unfinished_jobs(runtime, tenant_id) == 2
+    # A second tenant-wide job on top of them is refused, whichever route asks.
+    other = new_tenant(runtime, max_queued_jobs=1)
+    other_voice = ready_voice(runtime, other)
+    other_key = new_key(runtime, other)
+    assert post_book(client, other_key, other_voice, "one").status_code == 202
+    assert_error(post_book(client, other_key, other_voice, "two"), 429, "too_many_queued_jobs")
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == other).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "callback_url_insecure"),
+        ("https://169.254.169.254/latest/meta-data/", "callback_url_forbidden"),
+        ("https://10.0.0.7/hook", "callback_url_forbidden"),
+        ("ftp://example.com/hook", "callback_url_invalid"),
+    ],
+)
+def test_book_callback_urls_are_checked_at_submission(limited: tuple[TestClient, Runtime], url: str, code: str) -> None:
+    client, runtime = limited
+    runtime.settings.rate_limit_requests_per_s = 0
+    tenant_id = new_tenant(runtime)
+    voice_id = ready_voice(runtime, tenant_id)
+    me = new_key(runtime, tenant_id)
+    assert_error(post_book(client, me, voice_id, "hooked", callback_url=url), 422, code)
+    with runtime.transaction() as session:
+        assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+    # Nothing was stored for the refused book.
+    assert not list((runtime.settings.storage_dir or Path()).glob(f"tenants/{tenant_id}/**/*.txt"))
+
+
+# ----------------------------------------------------------------------------- Redis unreachable
+
+
+def store_errors(client: TestClient, outcome: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'voxmill_rate_limit_store_errors_total{{outcome="{outcome}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_rate_limits_without_redis_follow_the_setting(
+    pg_url: str, broker_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    """The limits' Redis is a closed port (the broker is fine): ``open`` admits and says so,
+    ``closed`` answers 503 — a warning and a metric either way."""
+    settings = distributed_settings(
+        pg_url, broker_url, tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_on_redis_error=policy
+    )
+    with api(settings) as (client, runtime, _):
+        tenant_id = new_tenant(runtime)
+        me = new_key(runtime, tenant_id)
+        voice_id = ready_voice(runtime, tenant_id)
+        outcome = "admitted" if policy == "open" else "refused"
+        before = store_errors(client, outcome)
+        with caplog.at_level(logging.WARNING, logger="voxmill.limits"):
+            answer = client.get(f"/v1/voices/{voice_id}", headers=me)
+            job = client.post("/v1/jobs", json={"text": "Hello.", "voice_id": voice_id}, headers=me)
+        if policy == "open":
+            assert answer.status_code == 200 and job.status_code == 202
+            assert store_errors(client, outcome) == before + 3  # request, request, characters
+        else:
+            assert_error(answer, 503, "rate_limits_unavailable")
+            assert retry_after(answer) >= 1
+            assert_error(job, 503, "rate_limits_unavailable")
+            assert store_errors(client, outcome) == before + 2
+            with runtime.transaction() as session:
+                assert session.query(Job).filter(Job.tenant_id == tenant_id).count() == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("rate limits unavailable" in w and ("refusing" if policy == "closed" else "admitting") in w for w in warnings)
+
+
+def test_books_have_their_own_body_cap(pg_url: str, broker_url: str, tmp_path: Path) -> None:
+    """A book may be larger than the generic body cap, up to max_book_bytes; past that it is
+    refused as book_too_large — by the route just past the cap, by the body guard far past it."""
+    settings = distributed_settings(
+        pg_url, broker_url, tmp_path, max_request_bytes=16 * 1024, max_book_bytes=64 * 1024,
+        rate_limit_requests_per_s=0, rate_limit_chars_per_min=0,
+    )  # fmt: skip
+    with api(settings) as (client, runtime, _):
+        tenant_id = new_tenant(runtime)
+        voice_id = ready_voice(runtime, tenant_id)
+        me = new_key(runtime, tenant_id)
+        paragraph = "The river ran fast under the old bridge, and nobody crossed it after dark.\n\n"
+
+        def book(size: int) -> Any:
+            text = (paragraph * (size // len(paragraph) + 1))[:size].encode()
+            return client.post(
+                "/v1/books", files={"file": ("big.txt", text, "text/plain")}, data={"voice": voice_id}, headers=me
+            )
+
+        accepted = book(40 * 1024)  # over max_request_bytes, under max_book_bytes
+        assert accepted.status_code == 202, accepted.text
+        assert_error(book(64 * 1024 + 1), 413, "book_too_large")
+        assert_error(book(1024 * 1024), 413, "book_too_large")
+        # Other bodies keep the generic cap.
+        big_job = {"text": "x" * (20 * 1024), "voice_id": voice_id}
+        assert_error(client.post("/v1/jobs", json=big_job, headers=me), 413, "request_too_large")

@@ -198,3 +198,56 @@ def test_voice_features_carry_a_speaker_embedding(front: tuple[TestClient, Runti
     features = VoiceFeatures.from_bytes(runtime.storage.get(key))
     assert features.speaker_embedding is not None and features.speaker_embedding.shape == (256,)
     assert np.linalg.norm(features.speaker_embedding) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_another_tenants_projects_files_books_and_sync_answer_404(
+    front: tuple[TestClient, Runtime], reference: bytes
+) -> None:
+    client, runtime = front
+    alice = new_key(runtime, new_tenant(runtime))
+    bob = new_key(runtime, new_tenant(runtime))
+    voice = upload(client, alice, reference, name="narrator")
+    bob_voice = upload(client, bob, reference, name="bob")
+    job = client.post("/v1/jobs", json={"text": "Only for Alice.", "voice_id": voice["id"]}, headers=alice).json()
+    assert job["status"] == "succeeded", job
+    book = client.post(
+        "/v1/books",
+        files={"file": ("tale.txt", b"Chapter One\n\nA short tale for Alice.\n", "text/plain")},
+        data={"voice": voice["id"], "format": "wav"},
+        headers=alice,
+    )
+    assert book.status_code == 202, book.text
+    project_id = book.json()["project_id"]
+
+    # Alice's project: not readable, changeable or renderable by Bob.
+    assert_error(client.get(f"/v1/projects/{project_id}", headers=bob), 404, "project_not_found")
+    assert_error(client.patch(f"/v1/projects/{project_id}", json={"params": {"speed": 1.2}}, headers=bob), 404, "project_not_found")
+    assert_error(client.post(f"/v1/projects/{project_id}/render", headers=bob), 404, "project_not_found")
+    # Alice's files, of a plain job and of the book's job.
+    for job_id, kind in ((job["id"], "audio"), (book.json()["id"], "manifest"), (job["id"], "nothing")):
+        assert_error(client.get(f"/v1/jobs/{job_id}/files/{kind}", headers=bob), 404, "job_not_found")
+        assert_error(
+            client.get(f"/v1/jobs/{job_id}/files/{kind}", params={"redirect": "true"}, headers=bob), 404, "job_not_found"
+        )
+    # Alice's voice, by id or by name, for Bob's book, Bob's project and the sync routes.
+    for ref in (voice["id"], "narrator"):
+        bob_book = client.post(
+            "/v1/books", files={"file": ("b.txt", b"Bob's book.", "text/plain")}, data={"voice": ref}, headers=bob
+        )
+        assert_error(bob_book, 404, "voice_not_found")
+        speech = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": ref}, headers=bob)
+        assert speech.status_code == 404 and speech.json()["error"]["code"] == "voice_not_found", speech.text
+    assert_error(client.post("/v1/tts", json={"text": "Hi.", "voice_id": voice["id"]}, headers=bob), 404, "voice_not_found")
+    bob_project = client.post(
+        "/v1/books", files={"file": ("b.txt", b"Bob's own book.", "text/plain")}, data={"voice": bob_voice["id"], "format": "wav"},
+        headers=bob,
+    )  # fmt: skip
+    assert bob_project.status_code == 202, bob_project.text
+    borrowed = client.patch(
+        f"/v1/projects/{bob_project.json()['project_id']}", json={"voice_id": voice["id"]}, headers=bob
+    )
+    assert_error(borrowed, 404, "voice_not_found")
+
+    # Alice still has it all.
+    assert client.get(f"/v1/projects/{project_id}", headers=alice).status_code == 200
+    assert client.get(f"/v1/jobs/{job['id']}/files/audio", headers=alice).status_code == 200

@@ -39,9 +39,9 @@ from jobs.errors import PermanentJobError
 from jobs.keys import job_object_key, output_object_key
 from jobs.runtime import Runtime
 from jobs.storage import StoredObject, Storage
-from workers.post.audio import LoudnessTarget, get_format, normalize_chapter, resample
-from workers.post.audio.chapters import BOOK_FORMATS, ChapterMark, encode_book
-from workers.post.audio.pipeline import LOSSY_HEADROOM_DB, deliver, deliver_format
+from workers.post.audio import LoudnessTarget, get_format, normalize_chapter
+from workers.post.audio.chapters import BOOK_FORMATS, ChapterMark
+from workers.post.audio.pipeline import book_rate, deliver_book, deliver_format
 from workers.post.subtitles import Cue, srt, webvtt
 from workers.post.tasks import FORMAT_NAMES
 
@@ -209,25 +209,16 @@ def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Loud
     layout = {"chapters": chapter_ids, "gap": gap, "rate": rate, "target": target}
     # The MP4/MP3 encoders take the book at a rate they carry; timings do not depend on it.
     for fmt in ("m4b", "mp3"):
-        codec, _, bitrate, extension, mime, rates = BOOK_FORMATS[fmt]
-        book_rate = work.sample_rate if work.sample_rate in rates else 44100
+        codec, _, bitrate, extension, mime, _ = BOOK_FORMATS[fmt]
 
-        def make_book(fmt: str = fmt, book_rate: int = book_rate) -> bytes:
-            done = deliver(
-                resample(whole(), rate, book_rate),
-                book_rate,
-                loudness,
-                lambda y: encode_book(y, book_rate, fmt, marks, book.get("title")),
-                "m4a" if fmt == "m4b" else "mp3",
-                headroom_db=LOSSY_HEADROOM_DB[fmt],
-                name=f"book{extension}",
-            )
-            return done.data
+        def make_book(fmt: str = fmt) -> bytes:
+            title = book.get("title")
+            return deliver_book(whole(), rate, fmt, loudness, marks, title, target_rate=work.sample_rate).data
 
         material = {
             **layout,
             "format": fmt,
-            "codec": [codec, bitrate, book_rate],
+            "codec": [codec, bitrate, book_rate(fmt, work.sample_rate)],
             "marks": [asdict(m) for m in marks],
             "title": book.get("title"),
         }

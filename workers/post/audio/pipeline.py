@@ -9,7 +9,8 @@ the *decoded* file: integrated loudness (or ACX's RMS) within ``target.tolerance
 and true peak (oversampled, ``meter.true_peak_db``) at or under the ceiling. When the decoded
 file misses by more than ``LEVEL_AIM`` or overshoots, the limiter ceiling is lowered by the
 overshoot (plus a margin: overshoot is not linear in the ceiling) and the aimed level is moved by
-the drift; the gain is re-fitted through the limiter (``loudness.normalize``) and the audio encoded
+the drift (or raised into peak room the codec left unused when the level fell short: a limiter in
+full work turns more gain into no more loudness); the gain is re-fitted through the limiter (``loudness.normalize``) and the audio encoded
 again. After ``MAX_ENCODES`` tries the closest passing attempt is delivered; if none passes,
 ``LoudnessUnmet`` is raised and the job fails with ``loudness_unmet`` rather than ship a miss.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from workers.post.audio.chapters import BOOK_FORMATS, ChapterMark, encode_book
 from workers.post.audio.codecs import AudioFormat, decode, encode, get_format
 from workers.post.audio.loudness import (
     VOICE_OVER,
@@ -125,7 +127,9 @@ def deliver(
     best: tuple[float, Delivered] | None = None
     report: LevelReport | None = None
     for attempt in range(1, MAX_ENCODES + 1):
-        levelled = normalize(x, sample_rate, aim, ceiling_db=target.true_peak_db - headroom).samples
+        # The limiter's ceiling may sit over the target's when the codec keeps taking peaks away.
+        ceiling = min(0.0, target.true_peak_db - headroom)
+        levelled = normalize(x, sample_rate, replace(aim, true_peak_db=ceiling)).samples
         data = encoder(levelled[:, 0] if mono else levelled)
         decoded, decoded_rate = decode(data, decode_format)
         report = level_report(decoded, decoded_rate, target)
@@ -139,6 +143,10 @@ def deliver(
         if over <= 0 and abs(drift) <= LEVEL_AIM:
             return done
         if over > 0:
+            headroom += over + OVERSHOOT_MARGIN_DB
+        elif drift < -LEVEL_AIM and over < -OVERSHOOT_MARGIN_DB:
+            # Too quiet with peak room to spare (the codec's low-pass took both): raise the limiter
+            # ceiling into that room. A limiter in full work gives no more level for more gain.
             headroom += over + OVERSHOOT_MARGIN_DB
         if abs(drift) > LEVEL_AIM:
             aim = replace(aim, level=aim.level - drift)
@@ -179,6 +187,35 @@ def deliver_format(
         name=name,
     )
     return spec, done
+
+
+def book_rate(fmt: str, wanted: int | None) -> int:
+    """The rate a whole-book file is encoded at: the job's when the codec carries it, else 44.1 kHz."""
+    rates = BOOK_FORMATS[fmt][5]
+    return wanted if wanted in rates else 44100
+
+
+def deliver_book(
+    samples: np.ndarray,
+    sample_rate: int,
+    fmt: str,
+    target: LoudnessTarget,
+    chapters: list[ChapterMark],
+    title: str | None = None,
+    *,
+    target_rate: int | None = None,
+) -> Delivered:
+    """``deliver`` as a whole-book M4B or MP3 with chapter markers (``chapters.encode_book``)."""
+    rate = book_rate(fmt, target_rate)
+    return deliver(
+        resample(samples, sample_rate, rate),
+        rate,
+        target,
+        lambda y: encode_book(y, rate, fmt, chapters, title),
+        "m4a" if fmt == "m4b" else "mp3",
+        headroom_db=LOSSY_HEADROOM_DB[fmt],
+        name=f"book{BOOK_FORMATS[fmt][3]}",
+    )
 
 
 def finish(

@@ -173,11 +173,16 @@ def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Loud
             levelled[n] = np.concatenate(pieces)
         return levelled[n]
 
+    assembled: list[np.ndarray] = []
+
     def whole() -> np.ndarray:
-        out = np.zeros(total, np.float32)
-        for n, start in enumerate(chapter_starts):
-            out[start : start + chapter_lengths[n]] = chapter_audio(n)
-        return out
+        """The book: levelled chapters with the chapter gaps (made once, when first needed)."""
+        if not assembled:
+            out = np.zeros(total, np.float32)
+            for n, start in enumerate(chapter_starts):
+                out[start : start + chapter_lengths[n]] = chapter_audio(n)
+            assembled.append(out)
+        return assembled[0]
 
     def key(name: str) -> str:
         return job_object_key(work.tenant_id, work.job_id, name)

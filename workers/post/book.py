@@ -233,7 +233,9 @@ def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Loud
     else:
 
         def make_audio() -> bytes:
-            _, done = deliver_format(whole(), rate, job_format.name, loudness, target_rate=work.sample_rate, name="book audio")
+            _, done = deliver_format(
+                whole(), rate, job_format.name, loudness, target_rate=work.sample_rate, name="book audio"
+            )
             return done.data
 
         material = {**layout, "format": job_format.name, "sample_rate": work.sample_rate}

@@ -205,11 +205,14 @@ def test_a_file_that_misses_its_target_fails_the_job_with_loudness_unmet(
     monkeypatch.setitem(pipeline.LOSSY_HEADROOM_DB, "opus", -3.0)
     monkeypatch.setattr(pipeline, "MAX_ENCODES", 1)
     tenant_id, voice_id = voice
-    request = JobRequest(text="A sentence that cannot be delivered.", voice_id=voice_id, language="en", output_format="opus")
+    request = JobRequest(
+        text="A sentence that cannot be delivered.", voice_id=voice_id, language="en", output_format="opus"
+    )
     job, _ = submit_job(runtime, tenant_id, request)
     with runtime.transaction() as session:
         row = session.get(Job, job.id)
-        assert row is not None and (row.status, row.error_code) == ("failed", "loudness_unmet"), row and row.error_message
+        assert row is not None, job.id
+        assert (row.status, row.error_code) == ("failed", "loudness_unmet"), row.error_message
         assert "dBTP" in (row.error_message or "")
         assert not session.scalars(
             select(Artifact).where(Artifact.job_id == job.id, Artifact.segment_id.is_(None), Artifact.kind == "audio")

@@ -6,12 +6,17 @@ but encoders move both: MP3, AAC and Opus decoders overshoot the input's true pe
 of a dB on speech, several dB on dense or click-laden material), and low-pass filters take
 loudness away (MP3 at 32 kHz cuts the sibilants that K-weighting counts). So ``deliver`` judges
 the *decoded* file: integrated loudness (or ACX's RMS) within ``target.tolerance`` of the target
-and true peak (oversampled, ``meter.true_peak_db``) at or under the ceiling. When the decoded
-file misses by more than ``LEVEL_AIM`` or overshoots, the limiter ceiling is lowered by the
-overshoot (plus a margin: overshoot is not linear in the ceiling) and the aimed level is moved by
-the drift (or raised into peak room the codec left unused when the level fell short: a limiter in
-full work turns more gain into no more loudness); the gain is re-fitted through the limiter (``loudness.normalize``) and the audio encoded
-again. After ``MAX_ENCODES`` tries the closest passing attempt is delivered; if none passes,
+and true peak (oversampled, ``meter.true_peak_db``) at or under the ceiling. When the decoded file misses by
+more than ``LEVEL_AIM`` or overshoots, it is corrected and encoded again:
+
+- an overshoot lowers the limiter ceiling by the excess plus a margin (overshoot is not linear
+  in the ceiling);
+- a level short of the target with peak room the codec left unused raises the limiter ceiling
+  into that room (a limiter in full work turns more gain into no more loudness);
+- a level drift moves the aimed level by the drift; the gain is re-fitted through the limiter
+  (``loudness.normalize``).
+
+After ``MAX_ENCODES`` tries the closest passing attempt is delivered; if none passes,
 ``LoudnessUnmet`` is raised and the job fails with ``loudness_unmet`` rather than ship a miss.
 
 Lossless formats go through the same loop (their decode is exact, so one encode suffices).

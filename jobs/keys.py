@@ -39,6 +39,12 @@ def segment_object_key(tenant_id: uuid.UUID, key: str, name: str) -> str:
     return f"tenants/{tenant_id}/segments/{key[:2]}/{key}/{name}"
 
 
+def output_object_key(tenant_id: uuid.UUID, key: str, name: str) -> str:
+    """A delivered file stored under the content key of everything that feeds it (a book's chapter
+    files and whole-book files): every job asking for the same output shares the object."""
+    return f"tenants/{tenant_id}/outputs/{key[:2]}/{key}/{name}"
+
+
 def job_object_key(tenant_id: uuid.UUID, job_id: uuid.UUID, name: str) -> str:
     return f"tenants/{tenant_id}/jobs/{job_id}/{name}"
 

@@ -3,17 +3,30 @@ programme, the planned silence after each segment), one file per chapter in the 
 the whole book as an M4B and an MP3 with chapter markers and in the job's format, a manifest
 with every segment's timing, and SRT/WebVTT subtitles from those timings.
 
+Every audio file goes through the delivery loop of ``audio.pipeline``: encoded, decoded, measured
+against the job's loudness target and true-peak ceiling, corrected and encoded again until it
+meets them; a file that cannot is a ``loudness_unmet`` failure, never a delivered miss.
+
+Chapter and whole-book files are stored under content keys (``jobs.keys.output_object_key``) of
+what feeds them: the bytes of each segment and the pause after it, the loudness target, the
+format, rate and bitrate, the chapter layout (gaps, titles). A file whose key already exists was
+delivered and verified before, so it is reused as is: an unchanged rerun encodes nothing, and an
+edited segment rebuilds its own chapter file and the whole-book files only. ``DELIVERY_VERSION``
+is part of every key; bump it when levelling or the delivery loop would produce different bytes.
+
 Timings are counted in samples of the assembled audio, so they are exact in the lossless files;
 the M4B and MP3 carry the encoder's delay in their headers (MP4 edit list, LAME tag), which
-decoders honour, so they line up there too. Chapters are levelled with 1 dB of headroom under the
-target's true-peak ceiling because every book is also delivered in lossy formats.
+decoders honour, so they line up there too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,15 +36,18 @@ from db.models import Segment
 from jobs import lifecycle
 from jobs.engine import Waveform
 from jobs.errors import PermanentJobError
-from jobs.keys import job_object_key
+from jobs.keys import job_object_key, output_object_key
 from jobs.runtime import Runtime
-from jobs.storage import StoredObject
-from workers.post.audio import encode, get_format, normalize_chapter, resample
-from workers.post.audio.chapters import BOOK_FORMATS, ChapterMark, encode_book
+from jobs.storage import StoredObject, Storage
+from workers.post.audio import LoudnessTarget, get_format, normalize_chapter
+from workers.post.audio.chapters import BOOK_FORMATS, ChapterMark
+from workers.post.audio.pipeline import book_rate, deliver_book, deliver_format
 from workers.post.subtitles import Cue, srt, webvtt
 from workers.post.tasks import FORMAT_NAMES
 
-LOSSY_HEADROOM_DB = 1.0
+log = logging.getLogger("voxmill.post")
+
+DELIVERY_VERSION = 1
 
 
 @dataclass
@@ -74,7 +90,32 @@ def _rows(runtime: Runtime, job_id: uuid.UUID) -> list[_Row]:
         return rows
 
 
-def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Any) -> BookOutputs:
+def _content_key(material: dict[str, Any]) -> str:
+    text = json.dumps({"v": DELIVERY_VERSION, **material}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Outputs:
+    """Content-keyed outputs of one assembly: reused when stored, else made and stored."""
+
+    def __init__(self, storage: Storage, tenant_id: uuid.UUID) -> None:
+        self.storage = storage
+        self.tenant_id = tenant_id
+        self.reused: list[str] = []
+        self.made: list[str] = []
+
+    def get(self, material: dict[str, Any], name: str, mime: str, make: Callable[[], bytes]) -> StoredObject:
+        key = output_object_key(self.tenant_id, _content_key(material), name)
+        if self.storage.exists(key):
+            data = self.storage.get(key)
+            self.reused.append(key)
+            return StoredObject(key, len(data), hashlib.sha256(data).hexdigest(), mime)
+        stored = self.storage.put(key, make(), mime)
+        self.made.append(key)
+        return stored
+
+
+def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: LoudnessTarget) -> BookOutputs:
     book = work.book or {}
     rows = _rows(runtime, work.job_id)
     if not rows:
@@ -83,75 +124,122 @@ def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Any)
     chapter_gap_s = float((book.get("pauses") or {}).get("chapter", 2.0))
     storage = runtime.storage
 
-    parts = [Waveform.from_audio_bytes(storage.get(r.audio_key)) for r in rows]
+    blobs = [storage.get(r.audio_key) for r in rows]
+    digests = [hashlib.sha256(b).hexdigest() for b in blobs]
+    parts = [Waveform.from_audio_bytes(b) for b in blobs]
     rate = parts[0].sample_rate
     if any(p.sample_rate != rate for p in parts):
         raise PermanentJobError("segments have different sample rates", code="inconsistent_segments")
-    ceiling = loudness.true_peak_db - LOSSY_HEADROOM_DB
+    target = asdict(loudness)
 
+    # The layout first (levelling keeps every length): per segment its (start, end) sample in
+    # its chapter, per chapter its length and where it starts in the book.
     chapter_numbers = sorted({r.chapter for r in rows})
-    chapter_audio: list[np.ndarray] = []
-    # Per segment: (start, end) sample in its chapter.
+    members = {number: [i for i, r in enumerate(rows) if r.chapter == number] for number in chapter_numbers}
+    pauses = [round(r.pause_after_s * rate) for r in rows]
     spans: dict[int, tuple[int, int]] = {}
+    chapter_lengths: list[int] = []
+    chapter_ids: list[str] = []
     for number in chapter_numbers:
-        members = [i for i, r in enumerate(rows) if r.chapter == number]
-        levelled = normalize_chapter([parts[i].samples for i in members], rate, loudness, ceiling_db=ceiling)
-        pieces: list[np.ndarray] = []
         cursor = 0
-        for i, samples in zip(members, levelled.segments):
-            samples = np.asarray(samples, np.float32)
-            spans[i] = (cursor, cursor + len(samples))
-            pause = np.zeros(round(rows[i].pause_after_s * rate), np.float32)
-            pieces += [samples, pause]
-            cursor += len(samples) + len(pause)
-        chapter_audio.append(np.concatenate(pieces))
-
-    gap = np.zeros(round(chapter_gap_s * rate), np.float32)
-    book_pieces: list[np.ndarray] = []
+        for i in members[number]:
+            spans[i] = (cursor, cursor + len(parts[i].samples))
+            cursor += len(parts[i].samples) + pauses[i]
+        chapter_lengths.append(cursor)
+        chapter_ids.append(
+            _content_key(
+                {"segments": [[digests[i], pauses[i]] for i in members[number]], "rate": rate, "target": target}
+            )
+        )
+    gap = round(chapter_gap_s * rate)
     chapter_starts: list[int] = []
     cursor = 0
-    for n, audio in enumerate(chapter_audio):
-        if n:
-            book_pieces.append(gap)
-            cursor += len(gap)
+    for n, length in enumerate(chapter_lengths):
+        cursor += gap if n else 0
         chapter_starts.append(cursor)
-        book_pieces.append(audio)
-        cursor += len(audio)
-    whole = np.concatenate(book_pieces)
+        cursor += length
+    total = cursor
+
+    levelled: dict[int, np.ndarray] = {}
+
+    def chapter_audio(n: int) -> np.ndarray:
+        """The chapter levelled as one programme, its pauses in place (made when first needed)."""
+        if n not in levelled:
+            indices = members[chapter_numbers[n]]
+            result = normalize_chapter([parts[i].samples for i in indices], rate, loudness)
+            pieces: list[np.ndarray] = []
+            for i, samples in zip(indices, result.segments, strict=True):
+                pieces += [np.asarray(samples, np.float32), np.zeros(pauses[i], np.float32)]
+            levelled[n] = np.concatenate(pieces)
+        return levelled[n]
+
+    assembled: list[np.ndarray] = []
+
+    def whole() -> np.ndarray:
+        """The book: levelled chapters with the chapter gaps (made once, when first needed)."""
+        if not assembled:
+            out = np.zeros(total, np.float32)
+            for n, start in enumerate(chapter_starts):
+                out[start : start + chapter_lengths[n]] = chapter_audio(n)
+            assembled.append(out)
+        return assembled[0]
 
     def key(name: str) -> str:
         return job_object_key(work.tenant_id, work.job_id, name)
 
+    outputs = _Outputs(storage, work.tenant_id)
     job_format = get_format(FORMAT_NAMES[work.output_format])
-    files: dict[str, str] = {}
-    outputs: dict[str, tuple[str, bytes, str]] = {}  # kind → (key, data, mime)
+    stored: dict[str, StoredObject] = {}
     chapters_out: list[dict[str, Any]] = []
     marks: list[ChapterMark] = []
     for n, number in enumerate(chapter_numbers):
         title = titles[number] if number < len(titles) else f"Chapter {number + 1}"
         start = chapter_starts[n] / rate
-        end = (chapter_starts[n] + len(chapter_audio[n])) / rate
+        end = (chapter_starts[n] + chapter_lengths[n]) / rate
         marks.append(ChapterMark(title, start, end))
-        data = encode(chapter_audio[n], rate, job_format.name, work.sample_rate)
+        name = f"{n + 1:03d}{job_format.extension}"
+
+        def make_chapter(n: int = n, name: str = name) -> bytes:
+            _, done = deliver_format(
+                chapter_audio(n), rate, job_format.name, loudness, target_rate=work.sample_rate, name=f"chapter {name}"
+            )
+            return done.data
+
+        material = {"chapter": chapter_ids[n], "format": job_format.name, "rate": work.sample_rate}
         kind = f"chapter-{n + 1:03d}"
-        outputs[kind] = (key(f"chapters/{n + 1:03d}{job_format.extension}"), data, job_format.mime)
+        stored[kind] = outputs.get(material, name, job_format.mime, make_chapter)
         chapters_out.append(
-            {"index": n, "title": title, "start_s": round(start, 3), "end_s": round(end, 3), "file": outputs[kind][0]}
+            {"index": n, "title": title, "start_s": round(start, 3), "end_s": round(end, 3), "file": stored[kind].key}
         )
+    layout = {"chapters": chapter_ids, "gap": gap, "rate": rate, "target": target}
     # The MP4/MP3 encoders take the book at a rate they carry; timings do not depend on it.
     for fmt in ("m4b", "mp3"):
-        rates = BOOK_FORMATS[fmt][5]
-        book_rate = work.sample_rate if work.sample_rate in rates else 44100
-        data = encode_book(resample(whole, rate, book_rate), book_rate, fmt, marks, book.get("title"))
-        outputs[fmt] = (key(f"book{BOOK_FORMATS[fmt][3]}"), data, BOOK_FORMATS[fmt][4])
+        codec, _, bitrate, extension, mime, _ = BOOK_FORMATS[fmt]
+
+        def make_book(fmt: str = fmt) -> bytes:
+            title = book.get("title")
+            return deliver_book(whole(), rate, fmt, loudness, marks, title, target_rate=work.sample_rate).data
+
+        material = {
+            **layout,
+            "format": fmt,
+            "codec": [codec, bitrate, book_rate(fmt, work.sample_rate)],
+            "marks": [asdict(m) for m in marks],
+            "title": book.get("title"),
+        }
+        stored[fmt] = outputs.get(material, f"book{extension}", mime, make_book)
     if work.output_format == "mp3":
-        audio_entry = outputs["mp3"]
+        audio = stored["mp3"]
     else:
-        audio_entry = (
-            key(f"audio{job_format.extension}"),
-            encode(whole, rate, job_format.name, work.sample_rate),
-            job_format.mime,
-        )
+
+        def make_audio() -> bytes:
+            _, done = deliver_format(
+                whole(), rate, job_format.name, loudness, target_rate=work.sample_rate, name="book audio"
+            )
+            return done.data
+
+        material = {**layout, "format": job_format.name, "sample_rate": work.sample_rate}
+        audio = outputs.get(material, f"audio{job_format.extension}", job_format.mime, make_audio)
 
     segments_out: list[dict[str, Any]] = []
     cues: list[Cue] = []
@@ -177,29 +265,33 @@ def assemble_book(runtime: Runtime, work: lifecycle.AssemblyWork, loudness: Any)
             }
         )
         chapters_out[n].setdefault("segments", []).append(r.index)
-    outputs["srt"] = (key("subtitles.srt"), srt(cues).encode(), "application/x-subrip")
-    outputs["vtt"] = (key("subtitles.vtt"), webvtt(cues).encode(), "text/vtt")
-    files = {kind: entry[0] for kind, entry in outputs.items()}
-    files["audio"] = audio_entry[0]
+    texts: dict[str, tuple[str, bytes, str]] = {
+        "srt": (key("subtitles.srt"), srt(cues).encode(), "application/x-subrip"),
+        "vtt": (key("subtitles.vtt"), webvtt(cues).encode(), "text/vtt"),
+    }
+    files = {kind: obj.key for kind, obj in stored.items()}
+    files.update({kind: entry[0] for kind, entry in texts.items()})
+    files["audio"] = audio.key
     manifest = {
         "version": 1,
         "job_id": str(work.job_id),
         "title": book.get("title"),
         "sample_rate": rate,
-        "duration_s": round(len(whole) / rate, 3),
+        "duration_s": round(total / rate, 3),
         "pauses": book.get("pauses"),
         "chapters": chapters_out,
         "segments": segments_out,
         "files": files,
     }
-    outputs["manifest"] = (
+    texts["manifest"] = (
         key("manifest.json"),
         json.dumps(manifest, ensure_ascii=False, indent=1).encode(),
         "application/json",
     )
-
-    stored: dict[str, StoredObject] = {}
-    for kind, (object_key, data, mime) in outputs.items():
+    for kind, (object_key, data, mime) in texts.items():
         stored[kind] = storage.put(object_key, data, mime)
-    audio = stored["mp3"] if work.output_format == "mp3" else storage.put(*audio_entry)
+    log.info(
+        "book assembled",
+        extra={"fields": {"outputs_reused": len(outputs.reused), "outputs_made": len(outputs.made)}},
+    )
     return BookOutputs(audio, stored)

@@ -1,6 +1,8 @@
-"""The post queue's tasks: finishing a segment (denoise, loudness to the job's target, a
-lossless stored copy, quality scores for the gate) and assembling a job's audio from its finished segments (levelled as one
-chapter, encoded in the job's format, verified after decoding for lossy formats)."""
+"""The post queue's tasks: finishing a segment (DC removed, denoise, loudness to the job's target, a
+lossless stored copy, quality scores for the gate) and assembling a job's audio from its finished
+segments (levelled as one chapter, then through the delivery loop of ``audio.pipeline``: encoded
+in the job's format, decoded and measured, corrected until it meets the target, or the job fails
+with ``loudness_unmet``)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from jobs.stages import error_code, is_transient, retry_task, run_stage
 from jobs.states import JobStatus, Stage
 from jobs.storage import StoredObject
 from workers.post.audio import LoudnessTarget, encode, finish, normalize
-from workers.post.audio.pipeline import SEGMENT_GAP_S
+from workers.post.audio.loudness import remove_dc
+from workers.post.audio.pipeline import SEGMENT_GAP_S, LoudnessUnmet
 
 log = logging.getLogger("voxmill.post")
 
@@ -50,7 +53,7 @@ def finish_segment(runtime: Runtime, claim: StageClaim) -> StageOutput:
     if claim.waveform_key is None:
         raise PermanentJobError("the waveform is missing", code="missing_waveform")
     raw = Waveform.from_audio_bytes(runtime.storage.get(claim.waveform_key))
-    samples = raw.samples
+    samples = remove_dc(raw.samples, raw.sample_rate)
     if claim.params.denoise:
         from workers.post.audio.denoise import denoise
 
@@ -104,6 +107,7 @@ def assemble_audio(runtime: Runtime, work: lifecycle.AssemblyWork) -> StoredObje
         target_rate=work.sample_rate,
         gap_s=SEGMENT_GAP_S,
     )
+    log.info("job audio delivered", extra={"fields": {"encodes": finished.encodes, **finished.report.to_dict()}})
     key = job_object_key(work.tenant_id, work.job_id, f"audio{finished.extension}")
     return runtime.storage.put(key, finished.data, finished.mime)
 
@@ -126,6 +130,11 @@ def assemble(task: VoxmillTask, job_id: uuid.UUID) -> None:
                 stored, extra = outputs.audio, outputs.extra
             else:
                 stored = assemble_audio(runtime, work)
+    except LoudnessUnmet as exc:
+        log.warning("delivery missed its loudness target", extra={"fields": exc.report.to_dict()})
+        with runtime.transaction() as session:
+            lifecycle.fail_job(session, runtime, job_id, JobStatus.ASSEMBLING, "loudness_unmet", str(exc))
+        return
     except Exception as exc:
         if is_transient(exc) and work.attempt < runtime.settings.task_max_attempts:
             raise retry_task(task, exc, work.attempt) from exc

@@ -25,6 +25,7 @@ from jobs.submission import JobRequest, submit_job, submit_voice
 from tests.support.speech import SENTENCES, encode, speech_wav
 from workers.post.audio import decode, integrated_loudness, true_peak_db
 from workers.post.audio.quality import dnsmos
+from workers.post.audio import pipeline
 from workers.post.audio.pipeline import SEGMENT_GAP_S
 from workers.post.tasks import FORMAT_NAMES
 
@@ -194,3 +195,25 @@ def test_embedded_gate_rerenders_in_process(runtime: Runtime, voice: tuple[uuid.
     with runtime.transaction() as session:
         segment = session.scalars(select(Segment).where(Segment.job_id == job.id)).one()
         assert (segment.status, segment.render_attempt, segment.quality_passed) == ("succeeded", 2, True)
+
+
+def test_a_file_that_misses_its_target_fails_the_job_with_loudness_unmet(
+    runtime: Runtime, voice: tuple[uuid.UUID, uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limiter aimed 3 dB over the ceiling and one encode allowed: the decoded file overshoots,
+    # and the job fails visibly instead of delivering it.
+    monkeypatch.setitem(pipeline.LOSSY_HEADROOM_DB, "opus", -3.0)
+    monkeypatch.setattr(pipeline, "MAX_ENCODES", 1)
+    tenant_id, voice_id = voice
+    request = JobRequest(
+        text="A sentence that cannot be delivered.", voice_id=voice_id, language="en", output_format="opus"
+    )
+    job, _ = submit_job(runtime, tenant_id, request)
+    with runtime.transaction() as session:
+        row = session.get(Job, job.id)
+        assert row is not None, job.id
+        assert (row.status, row.error_code) == ("failed", "loudness_unmet"), row.error_message
+        assert "dBTP" in (row.error_message or "")
+        assert not session.scalars(
+            select(Artifact).where(Artifact.job_id == job.id, Artifact.segment_id.is_(None), Artifact.kind == "audio")
+        ).all()

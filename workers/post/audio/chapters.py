@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.post.audio.codecs import MP3_RATES, AAC_RATES, EncoderError, _ffmpeg
+from workers.post.audio.codecs import AAC_OPTIONS, AAC_RATES, ENCODES, MP3_RATES, EncoderError, _ffmpeg
 from workers.post.audio.meter import as_frames
 
 BOOK_FORMATS = {
@@ -67,6 +67,7 @@ def encode_book(
     if sample_rate not in rates:
         raise EncoderError(f"{fmt} cannot carry {sample_rate} Hz")
     x = as_frames(samples).astype(np.float32)
+    ENCODES[fmt] += 1
     with tempfile.TemporaryDirectory(prefix="voxmill-book-") as tmp:
         meta = Path(tmp) / "chapters.txt"
         meta.write_text(ffmetadata(chapters, title), encoding="utf-8")
@@ -77,6 +78,6 @@ def encode_book(
             "-c:a", codec, "-b:a", bitrate or default_bitrate, "-ar", str(sample_rate),
             "-fflags", "+bitexact", "-flags:a", "+bitexact",
         ]
-        args += ["-movflags", "+faststart"] if muxer == "ipod" else ["-id3v2_version", "3"]
+        args += [*AAC_OPTIONS, "-movflags", "+faststart"] if muxer == "ipod" else ["-id3v2_version", "3"]
         _ffmpeg([*args, "-f", muxer, str(out)], stdin=x.tobytes())
         return out.read_bytes()

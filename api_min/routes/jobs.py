@@ -106,7 +106,7 @@ def job_out(runtime: Runtime, job_id: uuid.UUID, tenant_id: uuid.UUID) -> JobOut
                     reused=is_reused(s),
                     quality_passed=s.quality_passed,
                     quality_verdict=_verdict(s.quality_verdict),
-                    stop_reason=_stop_reason(s.stop_reason),
+                    stop_reason=stop_reason_of(s.stop_reason),
                     scores=_scores_out(s.quality_scores),
                     renders=renders_of.get(s.id, []),
                 )
@@ -161,12 +161,12 @@ def job_out(runtime: Runtime, job_id: uuid.UUID, tenant_id: uuid.UUID) -> JobOut
         )
 
 
-def _verdict(value: str | None) -> Literal["passed", "failed", "unscored"] | None:
-    return "passed" if value == "passed" else "failed" if value == "failed" else "unscored" if value == "unscored" else None
+Verdict = Literal["passed", "failed", "unscored"]
+_VERDICTS: dict[str | None, Verdict] = {"passed": "passed", "failed": "failed", "unscored": "unscored"}
 
 
-def _stop_reason(value: str | None) -> Literal["eos", "cap"] | None:
-    return stop_reason_of(value)
+def _verdict(value: str | None) -> Verdict | None:
+    return _VERDICTS.get(value)
 
 
 def _scores_out(scores: dict[str, Any] | None) -> ScoresOut | None:
@@ -190,7 +190,7 @@ def _render_out(r: RenderAttempt) -> RenderOut:
         similarity=r.similarity,
         passed=r.passed,
         verdict=_verdict(r.verdict) or ("passed" if r.passed else "failed"),
-        stop_reason=_stop_reason(r.stop_reason),
+        stop_reason=stop_reason_of(r.stop_reason),
         failures=list(r.failures),
         notes=list(r.notes),
     )

@@ -830,17 +830,20 @@ class QualitySummary:
 
 
 def quality_summary(session: Session, job_id: uuid.UUID) -> QualitySummary:
-    rows = session.execute(
-        select(Segment.index, Segment.quality_passed, Segment.quality_verdict, Segment.stop_reason)
-        .where(Segment.job_id == job_id)
-        .order_by(Segment.index)
-    ).all()
+    rows: list[tuple[int, bool | None, str | None, str | None]] = [
+        (index, passed, verdict, stop)
+        for index, passed, verdict, stop in session.execute(
+            select(Segment.index, Segment.quality_passed, Segment.quality_verdict, Segment.stop_reason)
+            .where(Segment.job_id == job_id)
+            .order_by(Segment.index)
+        )
+    ]
     return QualitySummary(
-        below_gate=[r.index for r in rows if r.quality_passed is False],
-        unscored=[r.index for r in rows if r.quality_verdict == "unscored"],
-        capped=[r.index for r in rows if r.stop_reason == "cap"],
-        scored=sum(1 for r in rows if r.quality_passed is not None),
-        passed=sum(1 for r in rows if r.quality_passed is True),
+        below_gate=[index for index, passed, _, _ in rows if passed is False],
+        unscored=[index for index, _, verdict, _ in rows if verdict == "unscored"],
+        capped=[index for index, _, _, stop in rows if stop == "cap"],
+        scored=sum(1 for _, passed, _, _ in rows if passed is not None),
+        passed=sum(1 for _, passed, _, _ in rows if passed is True),
     )
 
 

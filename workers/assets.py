@@ -39,7 +39,8 @@ MANIFEST = "manifest.json"
 # (measured over 30 seeds each: 12 and 80 phones, no cap; at 1.9 the median is ~65 but 2 of 30
 # short texts hit the cap; at 1.7 a third of all renders do). Without it every render of random
 # weights runs to the guard (6 tokens per phone + 75): minutes of noise for `voxmill demo --tiny`.
-# Greedy decoding (top_k 1) still never picks EOS: a way to reach the cap on purpose.
+# Greedy decoding without a repetition penalty (top_k 1, repetition_penalty 1) never picks EOS (some
+# token's logit always beats 2.0): a way to reach the cap on purpose.
 TINY_EOS_LOGIT = 2.0
 TINY_T2S_CONFIG: dict[str, Any] = {
     "data": {"max_sec": 54, "pad_val": 1024},

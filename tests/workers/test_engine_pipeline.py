@@ -130,7 +130,8 @@ def test_batched_t2s_equals_single_runs_under_greedy_decoding(runtime: Runtime) 
 
 def test_generation_reports_how_it_stopped_and_a_capped_render_fails_the_gate(runtime: Runtime) -> None:
     """Real T2S on the tiny model: sampled, it stops by itself (EOS is reachable, so the tiny demo
-    renders short); greedy never picks EOS and runs to the runaway guard: stop reason ``cap``,
+    renders short); greedy without a repetition penalty never picks EOS and runs to the runaway
+    guard: stop reason ``cap``,
     recorded on the segment and held against the render by the gate."""
     voice = add_voice(runtime, REFERENCE_TEXT)
     from jobs.engine import SemanticTokens, VoiceFeatures
@@ -142,14 +143,17 @@ def test_generation_reports_how_it_stopped_and_a_capped_render_fails_the_gate(ru
     assert [s.stop_reason for s in sampled] == ["eos"] * 4
     guard = TOKEN_CAP_MARGIN + TOKENS_PER_PHONE_CAP * len(sampled[0].phones)
     assert all(11 <= len(s.tokens) < guard for s in sampled)
-    greedy = runtime.semantic_engine.text_to_semantic(text, "en", features, SynthesisParams(top_k=1))
+    never_stops = SynthesisParams(top_k=1, repetition_penalty=1.0)
+    greedy = runtime.semantic_engine.text_to_semantic(text, "en", features, never_stops)
     assert greedy.stop_reason == "cap" and len(greedy.tokens) >= guard - 1
     assert SemanticTokens.from_bytes(greedy.to_bytes()).stop_reason == "cap"
 
     job, _ = submit_job(
         runtime,
         voice.tenant_id,
-        JobRequest(text=text, voice_id=voice.id, language="en", output_format="wav", params={"top_k": 1}),
+        JobRequest(
+            text=text, voice_id=voice.id, language="en", output_format="wav", params=never_stops.as_dict()
+        ),
     )
     from db.models import RenderAttempt, Segment
 

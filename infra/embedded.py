@@ -241,7 +241,7 @@ def _voice_language(language: str) -> str:
 
 
 def demo(tiny: bool, out_dir: Path, home: Path | None = None) -> int:
-    from workers.assets import MissingModels, ensure_models, make_tiny
+    from workers.assets import TINY_READY_MARK, MissingModels, ensure_models, make_tiny
 
     voice = EXAMPLES / "voice" / "sample.wav"
     transcript = (EXAMPLES / "voice" / "sample.txt").read_text(encoding="utf-8").strip()
@@ -249,8 +249,9 @@ def demo(tiny: bool, out_dir: Path, home: Path | None = None) -> int:
     settings = embedded_settings(home)
     if tiny:
         models = settings.home / "models-tiny"
-        if not (models / "READY").exists():
-            make_tiny(models)
+        ready = models / "READY"
+        if not ready.exists() or TINY_READY_MARK not in ready.read_text(encoding="utf-8"):
+            make_tiny(models)  # absent, or made before EOS was reachable (renders ran to the cap)
         print(f"tiny random models in {models}: the audio is noise, but every stage runs for real")
         print("quality gate: scores recorded, no re-renders (noise from random weights never passes)")
     else:

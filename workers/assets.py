@@ -42,6 +42,9 @@ MANIFEST = "manifest.json"
 # Greedy decoding without a repetition penalty (top_k 1, repetition_penalty 1) never picks EOS (some
 # token's logit always beats 2.0): a way to reach the cap on purpose.
 TINY_EOS_LOGIT = 2.0
+# Written into a tiny model folder's READY file: folders made before EOS was reachable lack it and
+# are made again by `voxmill demo --tiny`.
+TINY_READY_MARK = f"; T2S EOS reachable (logit {TINY_EOS_LOGIT:g})"
 TINY_T2S_CONFIG: dict[str, Any] = {
     "data": {"max_sec": 54, "pad_val": 1024},
     "model": {
@@ -234,4 +237,4 @@ def make_tiny(root: Path, full_size: bool = False, seed: int = 0) -> None:
     with open(paths.hubert / "preprocessor_config.json", "w") as handle:
         json.dump({"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}, handle)
     write_manifest(root, "full-size-random" if full_size else "tiny-random", f"voxmill make-tiny seed={seed}")
-    (root / "READY").write_text("random weights: the audio is noise\n")
+    (root / "READY").write_text(f"random weights: the audio is noise{'' if full_size else TINY_READY_MARK}\n")

@@ -83,8 +83,25 @@ class RenderOut(BaseModel):
     dnsmos: dict[str, float] | None = Field(description="DNSMOS P.835 sig, bak, ovrl and P.808, 1-5.")
     similarity: float | None = Field(description="Speaker similarity to the voice (cosine of d-vectors).")
     passed: bool
+    verdict: Literal["passed", "failed", "unscored"] = Field(
+        description="failed: a threshold missed or T2S hit its token cap; unscored: a scorer failed "
+        "or nothing could be measured (not a pass)."
+    )
+    stop_reason: Literal["eos", "cap"] | None = Field(
+        None, description="How T2S generation stopped: eos (by itself) or cap (its token cap). None: not known."
+    )
     failures: list[str] = Field(description="Thresholds this render missed.")
     notes: list[str] = Field(description="Scores that could not be taken, and why.")
+
+
+class ScoresOut(BaseModel):
+    """The final render's scores: for a reused segment, those its render carried."""
+
+    dnsmos: dict[str, float] | None
+    similarity: float | None
+    failures: list[str]
+    notes: list[str]
+    unscored: list[str] = Field(default_factory=list, description="Why the render could not be scored.")
 
 
 class SegmentOut(BaseModel):
@@ -95,7 +112,16 @@ class SegmentOut(BaseModel):
     error: ErrorDetail | None
     chapter: int | None = None
     reused: bool = Field(False, description="Finished at planning: a render of the same content key was reused.")
-    quality_passed: bool | None = Field(None, description="None: not scored (yet).")
+    quality_passed: bool | None = Field(
+        None, description="None: not scored (yet). False: failed the gate or could not be scored."
+    )
+    quality_verdict: Literal["passed", "failed", "unscored"] | None = Field(
+        None, description="The final render's verdict, reused renders included. None: not scored (yet)."
+    )
+    stop_reason: Literal["eos", "cap"] | None = Field(
+        None, description="How the final render's T2S generation stopped. None: not known (yet)."
+    )
+    scores: ScoresOut | None = Field(None, description="The final render's scores, reused renders included.")
     renders: list[RenderOut] = Field(default_factory=list)
 
 
@@ -103,7 +129,13 @@ class QualityOut(BaseModel):
     segments_scored: int
     segments_rerendered: int
     segments_below_gate: list[int] = Field(
-        description="Indexes of segments whose last render never passed the quality gate."
+        description="Indexes of segments whose last render never passed the quality gate (failed or unscored)."
+    )
+    segments_unscored: list[int] = Field(
+        default_factory=list, description="Indexes of segments whose last render could not be scored."
+    )
+    segments_t2s_cap: list[int] = Field(
+        default_factory=list, description="Indexes of segments whose T2S generation hit its token cap."
     )
 
 

@@ -184,9 +184,16 @@ class Segment(Base):
     pause_after_s: Mapped[float | None] = mapped_column(Float)
     caption: Mapped[str | None] = mapped_column(Text)
     # The render in progress (1 = first); the quality gate's re-renders count up and offset the
-    # seed. quality_passed: None until scored (or when scoring is off).
+    # seed. quality_passed: None until scored (or when scoring is off); False when the final
+    # render failed the gate or could not be scored (``quality_verdict`` says which).
     render_attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     quality_passed: Mapped[bool | None] = mapped_column(Boolean)
+    # The final render's verdict (passed / failed / unscored, ``jobs.quality``) and scores, also
+    # for a segment reused from the render cache, which carries them over; and how its T2S
+    # generation stopped (eos / cap), written by the gpt stage.
+    quality_verdict: Mapped[str | None] = mapped_column(String(16))
+    quality_scores: Mapped[dict[str, Any] | None]
+    stop_reason: Mapped[str | None] = mapped_column(String(8))
 
 
 class Project(Base):
@@ -231,6 +238,11 @@ class RenderCacheEntry(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(100))
     duration_s: Mapped[float | None] = mapped_column(Float)
+    # The render's quality verdict and scores (None: scored with the gate off, or recorded before
+    # verdicts were kept) and its T2S stop reason: a reuse carries them to the new segment.
+    quality_verdict: Mapped[str | None] = mapped_column(String(16))
+    quality_scores: Mapped[dict[str, Any] | None]
+    stop_reason: Mapped[str | None] = mapped_column(String(8))
     hits: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -256,6 +268,9 @@ class RenderAttempt(Base):
     dnsmos_p808: Mapped[float | None] = mapped_column(Float)
     similarity: Mapped[float | None] = mapped_column(Float)
     passed: Mapped[bool] = mapped_column(Boolean)
+    # passed / failed / unscored (None: recorded before verdicts were kept; ``passed`` says it).
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    stop_reason: Mapped[str | None] = mapped_column(String(8))
     # Thresholds missed ("dnsmos_ovrl 1.21 < 2.5") and scores that could not be taken, and why.
     failures: Mapped[list[str]] = mapped_column(JSONType, default=list)
     notes: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -121,10 +121,26 @@ def render(
         print(f"  {kind:12s} {path}")
     if settings.quality_gate != "off":
         with runtime.transaction() as session:
-            below = lifecycle.segments_below_gate(session, job_id)
-        verdict = f"segments {', '.join(map(str, below))} below the gate" if below else "every segment passed"
-        print(f"quality gate ({settings.quality_gate}): {verdict}")
+            summary = lifecycle.quality_summary(session, job_id)
+        print(f"quality gate ({settings.quality_gate}): {gate_verdict(summary, total)}")
     return 0
+
+
+def gate_verdict(summary: Any, total: int) -> str:
+    """One line on the job's final renders, reused ones included (``lifecycle.QualitySummary``)."""
+    parts: list[str] = []
+    failed = [i for i in summary.below_gate if i not in summary.unscored]
+    if failed:
+        parts.append(f"segments {', '.join(map(str, failed))} below the gate")
+    if summary.unscored:
+        parts.append(f"segments {', '.join(map(str, summary.unscored))} could not be scored")
+    if summary.capped:
+        parts.append(f"segments {', '.join(map(str, summary.capped))} hit the T2S token cap")
+    if parts:
+        return "; ".join(parts)
+    if summary.passed == total:
+        return "every segment passed"
+    return f"{summary.passed} of {total} segments passed; {total - summary.scored} have no verdict"
 
 
 def _voice(runtime: Any, tenant_id: Any, voice: str | Path, transcript: str | None, language: str) -> Any:
@@ -253,7 +269,7 @@ def _voice_language(language: str) -> str:
 
 
 def demo(tiny: bool, out_dir: Path, home: Path | None = None) -> int:
-    from workers.assets import MissingModels, ensure_models, make_tiny
+    from workers.assets import TINY_READY_MARK, MissingModels, ensure_models, make_tiny
 
     voice = EXAMPLES / "voice" / "sample.wav"
     transcript = (EXAMPLES / "voice" / "sample.txt").read_text(encoding="utf-8").strip()
@@ -261,8 +277,9 @@ def demo(tiny: bool, out_dir: Path, home: Path | None = None) -> int:
     settings = embedded_settings(home)
     if tiny:
         models = settings.home / "models-tiny"
-        if not (models / "READY").exists():
-            make_tiny(models)
+        ready = models / "READY"
+        if not ready.exists() or TINY_READY_MARK not in ready.read_text(encoding="utf-8"):
+            make_tiny(models)  # absent, or made before EOS was reachable (renders ran to the cap)
         print(f"tiny random models in {models}: the audio is noise, but every stage runs for real")
         print("quality gate: scores recorded, no re-renders (noise from random weights never passes)")
     else:

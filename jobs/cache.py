@@ -9,8 +9,13 @@ sha256(normalised text, voice, model version, synthesis params) — exactly the 
   finished without enqueueing anything (``jobs.lifecycle.start_job``). A hit is verified: the
   object must still exist in storage, else it counts as ``stale`` and the segment is rendered.
 
+A render carries its quality verdict, scores and T2S stop reason: a reused segment gets them too,
+so a render below the gate stays reported as such however often it is reused. A render the gate
+could not score (verdict ``unscored``) is not reused while the gate is ``enforce``d: it counts as
+``unscored`` and the segment is rendered (and scored) again.
+
 Look-ups are counted in ``voxmill_cache_requests_total{cache="render_l1"|"render_l2", result}``
-(``jobs.metrics``), result ``hit``, ``miss`` or ``stale``.
+(``jobs.metrics``), result ``hit``, ``miss``, ``stale`` or ``unscored``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,6 +35,7 @@ from jobs import metrics
 from jobs.storage import StoredObject
 
 if TYPE_CHECKING:
+    from jobs.quality import RenderQuality
     from jobs.runtime import Runtime
     from jobs.settings import Settings
 
@@ -46,13 +52,32 @@ class CachedRender:
     sha256: str
     content_type: str
     duration_s: float | None
+    # The quality gate's verdict and scores of this render (None: not scored) and how its T2S
+    # generation stopped (None: not known).
+    quality_verdict: str | None = None
+    quality_scores: dict[str, Any] | None = None
+    stop_reason: str | None = None
 
     def stored(self) -> StoredObject:
         return StoredObject(self.audio_key, self.size_bytes, self.sha256, self.content_type)
 
+    @property
+    def quality_passed(self) -> bool | None:
+        return None if self.quality_verdict is None else self.quality_verdict == "passed"
+
     @classmethod
     def from_row(cls, row: RenderCacheEntry) -> "CachedRender":
-        return cls(row.content_key, row.audio_key, row.size_bytes, row.sha256, row.content_type, row.duration_s)
+        return cls(
+            row.content_key,
+            row.audio_key,
+            row.size_bytes,
+            row.sha256,
+            row.content_type,
+            row.duration_s,
+            row.quality_verdict,
+            dict(row.quality_scores) if row.quality_scores is not None else None,
+            row.stop_reason,
+        )
 
 
 class L1Cache:
@@ -122,10 +147,13 @@ def lookup_many(
         if chars <= settings.cache_l1_max_chars:
             short.add(key)
             item = cache.get(tenant_id, key)
-            metrics.cache_result("render_l1", "hit" if item else "miss")
-            if item is not None:
-                found[key] = item[0]
-                continue
+            if item is not None and _held_back(settings, item[0]):
+                metrics.cache_result("render_l1", "unscored")
+            else:
+                metrics.cache_result("render_l1", "hit" if item else "miss")
+                if item is not None:
+                    found[key] = item[0]
+                    continue
         remaining.append(key)
     for start in range(0, len(remaining), _IN_CHUNK):
         chunk = remaining[start : start + _IN_CHUNK]
@@ -145,12 +173,20 @@ def lookup_many(
             if not runtime.storage.exists(row.audio_key):
                 metrics.cache_result("render_l2", "stale")
                 continue
-            metrics.cache_result("render_l2", "hit")
             render = CachedRender.from_row(row)
+            if _held_back(settings, render):
+                metrics.cache_result("render_l2", "unscored")
+                continue
+            metrics.cache_result("render_l2", "hit")
             found[key] = render
             if key in short:
                 cache.put(tenant_id, render)
     return found
+
+
+def _held_back(settings: "Settings", render: CachedRender) -> bool:
+    """An unscored render is no pass: with the gate enforced it is rendered and scored again."""
+    return settings.quality_gate == "enforce" and render.quality_verdict == "unscored"
 
 
 def lookup(
@@ -180,16 +216,26 @@ def get_audio(runtime: "Runtime", tenant_id: uuid.UUID, content_key: str, text_c
 
 
 def record(
-    session: Session, tenant_id: uuid.UUID, content_key: str, audio: StoredObject, duration_s: float | None
+    session: Session,
+    tenant_id: uuid.UUID,
+    content_key: str,
+    audio: StoredObject,
+    duration_s: float | None,
+    quality: "RenderQuality | None" = None,
+    stop_reason: str | None = None,
 ) -> None:
     """Insert or refresh the L2 row of a just-finished render (same transaction as the stage's
-    completion, so a row never names audio that was not recorded as finished)."""
-    values = {
+    completion, so a row never names audio that was not recorded as finished), with its verdict,
+    scores and stop reason."""
+    values: dict[str, Any] = {
         "audio_key": audio.key,
         "size_bytes": audio.size_bytes,
         "sha256": audio.sha256,
         "content_type": audio.content_type,
         "duration_s": duration_s,
+        "quality_verdict": quality.verdict if quality is not None else None,
+        "quality_scores": quality.as_dict() if quality is not None else None,
+        "stop_reason": stop_reason,
         "last_used_at": utcnow(),
     }
     if session.get_bind().dialect.name == "postgresql":

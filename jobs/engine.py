@@ -14,7 +14,7 @@ import importlib
 import io
 from dataclasses import asdict, dataclass, field, fields
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -111,20 +111,37 @@ class VoiceFeatures:
         )
 
 
+# How T2S generation ended: ``eos`` the model stopped by itself; ``cap`` it ran into the token
+# cap (the runaway guard or the official step limit), the long-text repeat failure of GPT-SoVITS.
+StopReason = Literal["eos", "cap"]
+STOP_REASONS: tuple[StopReason, ...] = ("eos", "cap")
+
+
+def stop_reason_of(value: object) -> StopReason | None:
+    """A stored stop reason read back (None when absent or not one of ours)."""
+    return "eos" if value == "eos" else "cap" if value == "cap" else None
+
+
 @dataclass(frozen=True)
 class SemanticTokens:
-    """Output of the gpt stage: 25 Hz semantic tokens and the target phone ids they belong to."""
+    """Output of the gpt stage: 25 Hz semantic tokens, the target phone ids they belong to, and
+    how generation stopped (None: the engine does not say)."""
 
     tokens: np.ndarray  # int64 [T]
     phones: np.ndarray  # int64 [P]
+    stop_reason: StopReason | None = None
 
     def to_bytes(self) -> bytes:
-        return _npz_bytes(tokens=np.asarray(self.tokens, np.int64), phones=np.asarray(self.phones, np.int64))
+        arrays = {"tokens": np.asarray(self.tokens, np.int64), "phones": np.asarray(self.phones, np.int64)}
+        if self.stop_reason is not None:
+            arrays["stop_reason"] = np.array(self.stop_reason)
+        return _npz_bytes(**arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "SemanticTokens":
         a = _npz_load(data)
-        return cls(tokens=a["tokens"], phones=a["phones"])
+        stop = stop_reason_of(str(a["stop_reason"])) if "stop_reason" in a else None
+        return cls(tokens=a["tokens"], phones=a["phones"], stop_reason=stop)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from db.models import (
     utcnow,
 )
 from jobs import cache, dispatch, metrics
-from jobs.engine import SynthesisParams
+from jobs.engine import StopReason, SynthesisParams, stop_reason_of
 from jobs.errors import PermanentJobError
 from jobs.quality import RenderQuality, render_seed, should_rerender
 from jobs.runtime import Runtime, after_commit
@@ -340,6 +340,11 @@ def start_job(
                 status=(SegmentStatus.SUCCEEDED if p.reuse else SegmentStatus.QUEUED).value,
                 audio_key=p.reuse.audio_key if p.reuse else None,
                 duration_s=p.reuse.duration_s if p.reuse else None,
+                # A reused render keeps the verdict it had: one below the gate stays below it.
+                quality_passed=p.reuse.quality_passed if p.reuse else None,
+                quality_verdict=p.reuse.quality_verdict if p.reuse else None,
+                quality_scores=p.reuse.quality_scores if p.reuse else None,
+                stop_reason=p.reuse.stop_reason if p.reuse else None,
             )
             for i, p in enumerate(planned)
         ]
@@ -402,6 +407,7 @@ class StageClaim:
     voice_status: str
     voice_features_key: str | None
     render_attempt: int = 1  # 1 = first render; ``params.seed`` is already this render's seed
+    stop_reason: StopReason | None = None  # how this render's T2S stopped (set by the gpt stage)
 
 
 def claim_stage(
@@ -487,6 +493,7 @@ def claim_stage(
         voice_status=voice.status,
         voice_features_key=voice.features_key,
         render_attempt=segment.render_attempt,
+        stop_reason=stop_reason_of(segment.stop_reason),
     )
 
 
@@ -506,7 +513,7 @@ def complete_stage(session: Session, runtime: Runtime, claim: StageClaim, output
     quality = output.quality if claim.stage is Stage.POST else None
     if quality is not None and should_rerender(runtime.settings, claim.render_attempt, quality):
         return rerender_segment(session, runtime, claim, output, quality)
-    extra = {"quality_passed": quality.passed} if quality is not None else {}
+    extra = _verdict_columns(quality) if quality is not None else {}
     done = transition_segment(
         session,
         claim.segment_id,
@@ -525,9 +532,25 @@ def complete_stage(session: Session, runtime: Runtime, claim: StageClaim, output
     if claim.stage is Stage.POST:
         if "audio" in output.artifacts:
             duration = output.columns.get("duration_s")
-            cache.record(session, claim.tenant_id, claim.content_key, output.artifacts["audio"], duration)
+            cache.record(
+                session,
+                claim.tenant_id,
+                claim.content_key,
+                output.artifacts["audio"],
+                duration,
+                quality,
+                claim.stop_reason,
+            )
         _segment_finished(session, runtime, claim.job_id, failed=False)
     return True
+
+
+def _verdict_columns(quality: RenderQuality) -> dict[str, Any]:
+    return {
+        "quality_passed": quality.passed,
+        "quality_verdict": quality.verdict,
+        "quality_scores": quality.as_dict(),
+    }
 
 
 def rerender_segment(
@@ -548,7 +571,7 @@ def rerender_segment(
             "attempts": 0,
             "stage_deadline_at": None,
             "render_attempt": claim.render_attempt + 1,
-            "quality_passed": False,
+            **_verdict_columns(quality),
         },
     )
     if not sent_back:
@@ -582,11 +605,13 @@ def record_render(session: Session, claim: StageClaim, quality: RenderQuality) -
     row.dnsmos_p808 = dnsmos.get("p808")
     row.similarity = quality.similarity
     row.passed = quality.passed
+    row.verdict = quality.verdict
+    row.stop_reason = quality.stop_reason
     row.failures = list(quality.failures)
-    row.notes = list(quality.notes)
+    row.notes = list(quality.unscored) + list(quality.notes)
     row.created_at = utcnow()
     metrics.observe_after_commit(
-        session, lambda: metrics.render_scored(quality.passed, quality.dnsmos, quality.similarity)
+        session, lambda: metrics.render_scored(quality.verdict, quality.dnsmos, quality.similarity)
     )
 
 
@@ -782,13 +807,43 @@ def record_artifact(
 
 
 def segments_below_gate(session: Session, job_id: uuid.UUID) -> list[int]:
-    """Indexes of the job's segments whose final render never passed the quality gate."""
+    """Indexes of the job's segments whose final render never passed the quality gate (failed it
+    or could not be scored), reused renders included."""
     return list(
         session.scalars(
             select(Segment.index)
             .where(Segment.job_id == job_id, Segment.quality_passed.is_(False))
             .order_by(Segment.index)
         )
+    )
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """What the gate found in a job's final renders, reused ones included."""
+
+    below_gate: list[int]  # failed or unscored
+    unscored: list[int]
+    capped: list[int]  # T2S stopped at its token cap
+    scored: int  # segments with a verdict
+    passed: int
+
+
+def quality_summary(session: Session, job_id: uuid.UUID) -> QualitySummary:
+    rows: list[tuple[int, bool | None, str | None, str | None]] = [
+        (index, passed, verdict, stop)
+        for index, passed, verdict, stop in session.execute(
+            select(Segment.index, Segment.quality_passed, Segment.quality_verdict, Segment.stop_reason)
+            .where(Segment.job_id == job_id)
+            .order_by(Segment.index)
+        )
+    ]
+    return QualitySummary(
+        below_gate=[index for index, passed, _, _ in rows if passed is False],
+        unscored=[index for index, _, verdict, _ in rows if verdict == "unscored"],
+        capped=[index for index, _, _, stop in rows if stop == "cap"],
+        scored=sum(1 for _, passed, _, _ in rows if passed is not None),
+        passed=sum(1 for _, passed, _, _ in rows if passed is True),
     )
 
 
@@ -799,6 +854,7 @@ def _schedule_webhook(session: Session, runtime: Runtime, job_id: uuid.UUID, eve
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or not job.callback_url:
         return
+    summary = quality_summary(session, job_id)
     delivery = WebhookDelivery(
         tenant_id=job.tenant_id,
         job_id=job_id,
@@ -814,7 +870,9 @@ def _schedule_webhook(session: Session, runtime: Runtime, job_id: uuid.UUID, eve
                 "segments_total": job.segments_total,
                 "segments_done": job.segments_done,
                 "segments_failed": job.segments_failed,
-                "segments_below_quality_gate": segments_below_gate(session, job_id),
+                "segments_below_quality_gate": summary.below_gate,
+                "segments_unscored": summary.unscored,
+                "segments_t2s_cap": summary.capped,
                 "error": {"code": job.error_code, "message": job.error_message}
                 if job.error_code
                 else None,
@@ -892,9 +950,11 @@ def record_delivery_attempt(
     error: str | None,
     succeeded: bool,
     retry_at: datetime | None,
-) -> DeliveryStatus:
+) -> DeliveryStatus | None:
     """Record one HTTP attempt and move the delivery on: delivered, retried at ``retry_at``, or
-    failed for good when ``retry_at`` is None."""
+    failed for good when ``retry_at`` is None. The attempt row is always kept (the receiver had
+    it); None when the guarded update matched no row (another attempt of the same delivery already
+    moved it on), and then no state change is logged and nothing is to be retried."""
     session.add(
         WebhookAttempt(
             delivery_id=work.delivery_id,
@@ -912,7 +972,7 @@ def record_delivery_attempt(
     else:
         outcome = DeliveryStatus.FAILED
     now = utcnow()
-    session.execute(
+    moved = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == work.delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING.value)
         .values(
@@ -924,7 +984,9 @@ def record_delivery_attempt(
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount  # type: ignore[attr-defined]
+    if moved != 1:
+        return None
     if outcome is not DeliveryStatus.PENDING:
         _record(session, "delivery", work.delivery_id, None, DeliveryStatus.PENDING.value, outcome.value, work.attempt)
     return outcome

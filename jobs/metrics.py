@@ -92,7 +92,14 @@ CACHE_REQUESTS = Counter(
 # --------------------------------------------------------------------------- quality
 
 QUALITY_RENDERS = Counter(
-    "voxmill_quality_renders", "Renders scored by the quality gate, by verdict (passed / failed).", ["result"]
+    "voxmill_quality_renders",
+    "Renders scored by the quality gate, by verdict (passed / failed / unscored).",
+    ["result"],
+)
+T2S_STOPS = Counter(
+    "voxmill_t2s_stops",
+    "T2S generations by how they stopped: eos (by itself), cap (ran into the token cap), unknown.",
+    ["reason"],
 )
 DNSMOS = Histogram(
     "voxmill_segment_dnsmos",
@@ -132,8 +139,8 @@ def job_finished(status: str, seconds: float | None) -> None:
         JOB_SECONDS.labels(status).observe(max(0.0, seconds))
 
 
-def render_scored(passed: bool, dnsmos: dict[str, float] | None, similarity: float | None) -> None:
-    QUALITY_RENDERS.labels("passed" if passed else "failed").inc()
+def render_scored(verdict: str, dnsmos: dict[str, float] | None, similarity: float | None) -> None:
+    QUALITY_RENDERS.labels(verdict).inc()
     for name, value in (dnsmos or {}).items():
         DNSMOS.labels(name).observe(value)
     if similarity is not None:

@@ -1,6 +1,11 @@
 """Object storage: one small interface, two backends — a local folder (embedded mode) and any
 S3-speaking endpoint through boto3 (AWS, MinIO, Ceph, R2; ``endpoint_url`` configurable).
-A put returns what was stored (size, sha256) only after the backend confirms it."""
+
+Every check is of the bytes themselves, never of what a client said about them: a put returns
+what was stored (size, sha256) only once the bytes read back hash to what was written, and every
+get hashes what it read against the digest kept with the object (S3: the SHA-256 checksum the
+server validated at the put and the ``sha256`` metadata; local folder: a digest file beside the
+object). A body that does not match raises ``ObjectCorrupt``."""
 
 from __future__ import annotations
 
@@ -33,6 +38,21 @@ class ObjectNotFound(KeyError):
     """The key names no object."""
 
 
+class ObjectCorrupt(RetryLater):
+    """The bytes read do not hash to the digest stored with the object. Not retried in-process
+    (a body at rest will not heal); the stage's capped retries may fetch it again."""
+
+    code = "storage_corrupt"
+
+
+def _check_body(key: str, data: bytes, expected: str | None) -> None:
+    if expected is not None and _sha256(data) != expected:
+        raise ObjectCorrupt(
+            f"stored object {key} is corrupt: its bytes hash to {_sha256(data)}, not {expected}",
+            code="storage_corrupt",
+        )
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
 
@@ -53,8 +73,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+DIGEST_SUFFIX = ".sha256"
+
+
 class LocalStorage:
-    """A folder; writes are atomic (temp file + rename) so a crash never leaves half an object."""
+    """A folder; writes are atomic (temp file + rename) so a crash never leaves half an object.
+    Each object's sha256 is kept beside it in a hidden file (``.<name>.sha256``), written before
+    the object so an object never exists without its digest; objects written before digests were
+    kept have none and are read unchecked."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -65,9 +91,12 @@ class LocalStorage:
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return path
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def _digest_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}{DIGEST_SUFFIX}")
+
+    @staticmethod
+    def _write_atomic(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -78,26 +107,51 @@ class LocalStorage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return StoredObject(key, len(data), _sha256(data), content_type)
+
+    def _stored_digest(self, path: Path) -> str | None:
+        try:
+            return self._digest_path(path).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = _sha256(data)
+        self._write_atomic(self._digest_path(path), digest.encode("ascii"))
+        self._write_atomic(path, data)
+        try:
+            _check_body(key, path.read_bytes(), digest)  # the read-back: what the disk holds now
+        except ObjectCorrupt as exc:
+            raise RetryLater(str(exc), code="storage_mismatch") from exc
+        return StoredObject(key, len(data), digest, content_type)
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
+        _check_body(key, data, self._stored_digest(path))
+        return data
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        self._digest_path(path).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root
         return sorted(
             str(p.relative_to(base))
             for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-") and str(p.relative_to(base)).startswith(prefix)
+            if p.is_file()
+            and not p.name.startswith(".tmp-")
+            and not (p.name.startswith(".") and p.name.endswith(DIGEST_SUFFIX))
+            and str(p.relative_to(base)).startswith(prefix)
         )
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
@@ -109,9 +163,10 @@ class S3Storage:
 
     Puts and gets are retried in-process with backoff for up to ``retry_deadline_s`` while the
     endpoint is unreachable or answers 5xx, so a short storage outage delays a stage instead of
-    costing it an attempt. A put sends Content-MD5 (the server refuses a body that arrived
-    damaged) and is read back with a HEAD: it returns only once the stored size and checksum
-    match what was written."""
+    costing it an attempt. A put sends its SHA-256 as an S3 checksum (``ChecksumSHA256``: the
+    server refuses a body that arrived damaged, and keeps the checksum with the object) and is
+    read back with a GET whose bytes are hashed: it returns only once they match what was
+    written. A get hashes its bytes too, against the stored checksum and ``sha256`` metadata."""
 
     def __init__(
         self,
@@ -167,7 +222,7 @@ class S3Storage:
         from botocore.exceptions import BotoCoreError, ClientError
 
         digest = _sha256(data)
-        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
 
         def once() -> StoredObject:
             try:
@@ -176,34 +231,45 @@ class S3Storage:
                     Key=self._key(key),
                     Body=data,
                     ContentType=content_type,
-                    ContentMD5=md5,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
                     Metadata={"sha256": digest},
                 )
-                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             except (BotoCoreError, ClientError) as exc:
                 raise self._transient(exc, f"put of {key}") from exc
-            if int(head["ContentLength"]) != len(data) or head.get("Metadata", {}).get("sha256") != digest:
-                raise RetryLater(f"stored object {key} does not match what was written", code="storage_mismatch")
+            try:
+                self._read(key, expected=digest)
+            except (ObjectCorrupt, ObjectNotFound) as exc:
+                raise RetryLater(f"stored object {key} does not match what was written: {exc}", code="storage_mismatch") from exc
             return StoredObject(key, len(data), digest, content_type)
 
         return self._retrying(once, f"put of {key}")
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str, expected: str | None = None) -> bytes:
+        """The object's bytes, hashed against ``expected`` (a put's read-back) and against the
+        digests stored with it: the server's SHA-256 checksum and the ``sha256`` metadata."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        def once() -> bytes:
-            try:
-                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-                body: bytes = response["Body"].read()
-                return body
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    raise ObjectNotFound(key) from exc
-                raise self._transient(exc, f"get of {key}") from exc
-            except BotoCoreError as exc:
-                raise self._transient(exc, f"get of {key}") from exc
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+            body: bytes = response["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ObjectNotFound(key) from exc
+            raise self._transient(exc, f"get of {key}") from exc
+        except BotoCoreError as exc:
+            if type(exc).__name__ == "FlexibleChecksumError":  # botocore's own check of the body
+                raise ObjectCorrupt(f"stored object {key} is corrupt: {exc}", code="storage_corrupt") from exc
+            raise self._transient(exc, f"get of {key}") from exc
+        _check_body(key, body, expected)
+        _check_body(key, body, response.get("Metadata", {}).get("sha256"))
+        server = response.get("ChecksumSHA256")
+        if server and "-" not in server:  # "<b64>-<parts>": a multipart checksum of checksums
+            _check_body(key, body, base64.b64decode(server).hex())
+        return body
 
-        return self._retrying(once, f"get of {key}")
+    def get(self, key: str) -> bytes:
+        return self._retrying(lambda: self._read(key), f"get of {key}")
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -126,7 +126,7 @@ def deliver(task: VoxmillTask, delivery_id: str) -> None:
     retry_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
     # The receiver has had this attempt: record it even through a database outage, or the
     # sweeper would send the delivery again.
-    write_with_retry(
+    outcome = write_with_retry(
         runtime,
         lambda session: lifecycle.record_delivery_attempt(
             session,
@@ -139,6 +139,8 @@ def deliver(task: VoxmillTask, delivery_id: str) -> None:
         ),
         "record of a webhook attempt",
     )
+    if outcome is None:
+        return  # another attempt of this delivery already settled it
     if retry_in is not None:
         metrics.TASK_RETRIES.labels(task.name, "webhook_not_delivered").inc()
         if settings.embedded:

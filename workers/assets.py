@@ -42,6 +42,18 @@ SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
 SV_OFFICIAL_FILE = (SV_FILE, "speaker-verification (ERes2NetV2) weights for v2Pro/v2ProPlus, ~214 MB")
 MANIFEST = "manifest.json"
 # A 2-layer, 64-wide T2S with the official vocabularies (the shape of the parity set's model).
+# The tiny T2S model's constant EOS logit (``workers.gpt.model.checkpoint.reachable_eos``): with the
+# default sampling (top_k 15, temperature 1) a render then stops by itself after a median of ~40
+# tokens (1.6 s), whatever the text, and short texts no longer run into the runaway guard
+# (measured over 30 seeds each: 12 and 80 phones, no cap; at 1.9 the median is ~65 but 2 of 30
+# short texts hit the cap; at 1.7 a third of all renders do). Without it every render of random
+# weights runs to the guard (6 tokens per phone + 75): minutes of noise for `voxmill demo --tiny`.
+# Greedy decoding without a repetition penalty (top_k 1, repetition_penalty 1) never picks EOS (some
+# token's logit always beats 2.0): a way to reach the cap on purpose.
+TINY_EOS_LOGIT = 2.0
+# Written into a tiny model folder's READY file: folders made before EOS was reachable lack it and
+# are made again by `voxmill demo --tiny`.
+TINY_READY_MARK = f"; T2S EOS reachable (logit {TINY_EOS_LOGIT:g})"
 TINY_T2S_CONFIG: dict[str, Any] = {
     "data": {"max_sec": 54, "pad_val": 1024},
     "model": {
@@ -250,7 +262,10 @@ def make_tiny(root: Path, full_size: bool = False, seed: int = 0, generation: st
     paths = ModelPaths.under(root, gpt=root / gpt_name, sovits=root / sovits_name)
     for path in (paths.gpt, paths.sovits):
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_t2s(paths.gpt, T2SConfig.for_generation(generation) if full_size else tiny_t2s_config(generation), seed=seed)
+    if full_size:  # benchmarks: every render runs to the runaway guard, a fixed, known cost
+        write_t2s(paths.gpt, T2SConfig.for_generation(generation), seed=seed)
+    else:
+        write_t2s(paths.gpt, tiny_t2s_config(generation), seed=seed, eos_logit=TINY_EOS_LOGIT)
     sovits_config = generation_config(generation, full_size=full_size)
     if generation in PRO_GENERATIONS and not full_size:
         sovits_config["model"]["sv_dim"] = SMALL_SV_CONFIG.embedding_dim  # pairs with the small SV model
@@ -263,5 +278,5 @@ def make_tiny(root: Path, full_size: bool = False, seed: int = 0, generation: st
         json.dump({"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}, handle)
     kind = "full-size-random" if full_size else "tiny-random"
     write_manifest(root, kind, f"voxmill make-tiny generation={generation} seed={seed}")
-    (root / "READY").write_text("random weights: the audio is noise\n")
+    (root / "READY").write_text(f"random weights: the audio is noise{'' if full_size else TINY_READY_MARK}\n")
     return paths.gpt, paths.sovits

@@ -24,6 +24,7 @@ other global is refused. Nothing in a checkpoint can run code.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 import zipfile
@@ -99,6 +100,10 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 class _AllowListUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        # torch.save writes protocol 2, which names globals as Python 2 did (``__builtin__.set``):
+        # map them as the default ``find_class`` does, so the allow-list sees Python 3 names.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if name == "HParams":
             return _HParamsAsDict
         allowed = _ALLOWED_GLOBALS.get((module, name))

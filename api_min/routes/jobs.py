@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse
@@ -20,6 +20,7 @@ from api_min.schemas import (
     Progress,
     QualityOut,
     RenderOut,
+    ScoresOut,
     SegmentOut,
     WebhookAttemptOut,
     WebhookDeliveryOut,
@@ -33,6 +34,7 @@ from db.models import (
     WebhookDelivery,
 )
 from jobs import lifecycle
+from jobs.engine import stop_reason_of
 from jobs.runtime import Runtime
 from jobs.states import JobStatus
 from jobs.storage import ObjectNotFound
@@ -103,6 +105,9 @@ def job_out(runtime: Runtime, job_id: uuid.UUID, tenant_id: uuid.UUID) -> JobOut
                     chapter=s.chapter,
                     reused=is_reused(s),
                     quality_passed=s.quality_passed,
+                    quality_verdict=_verdict(s.quality_verdict),
+                    stop_reason=stop_reason_of(s.stop_reason),
+                    scores=_scores_out(s.quality_scores),
                     renders=renders_of.get(s.id, []),
                 )
                 for s in segments
@@ -150,8 +155,30 @@ def job_out(runtime: Runtime, job_id: uuid.UUID, tenant_id: uuid.UUID) -> JobOut
                 segments_scored=len(renders_of),
                 segments_rerendered=sum(1 for rs in renders_of.values() if len(rs) > 1),
                 segments_below_gate=[s.index for s in segments if s.quality_passed is False],
+                segments_unscored=[s.index for s in segments if s.quality_verdict == "unscored"],
+                segments_t2s_cap=[s.index for s in segments if s.stop_reason == "cap"],
             ),
         )
+
+
+Verdict = Literal["passed", "failed", "unscored"]
+_VERDICTS: dict[str | None, Verdict] = {"passed": "passed", "failed": "failed", "unscored": "unscored"}
+
+
+def _verdict(value: str | None) -> Verdict | None:
+    return _VERDICTS.get(value)
+
+
+def _scores_out(scores: dict[str, Any] | None) -> ScoresOut | None:
+    if scores is None:
+        return None
+    return ScoresOut(
+        dnsmos=scores.get("dnsmos"),
+        similarity=scores.get("similarity"),
+        failures=list(scores.get("failures") or []),
+        notes=list(scores.get("notes") or []),
+        unscored=list(scores.get("unscored") or []),
+    )
 
 
 def _render_out(r: RenderAttempt) -> RenderOut:
@@ -162,6 +189,8 @@ def _render_out(r: RenderAttempt) -> RenderOut:
         dnsmos={k: v for k, v in scores.items() if v is not None} if r.dnsmos_ovrl is not None else None,
         similarity=r.similarity,
         passed=r.passed,
+        verdict=_verdict(r.verdict) or ("passed" if r.passed else "failed"),
+        stop_reason=stop_reason_of(r.stop_reason),
         failures=list(r.failures),
         notes=list(r.notes),
     )

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Job, Segment, StateTransition, WebhookDelivery, utcnow
+from db.models import Job, Segment, StateTransition, WebhookAttempt, WebhookDelivery, utcnow
 from jobs import lifecycle
 from jobs.lifecycle import ClaimRefused, StageClaim, StageOutput, TransitionError
 from jobs.runtime import AFTER_COMMIT, Runtime
-from jobs.states import JobStatus, SegmentStatus, Stage
+from jobs.states import DeliveryStatus, JobStatus, SegmentStatus, Stage
 from jobs.storage import StoredObject
 from tests.support import factories
 
@@ -162,3 +162,25 @@ def test_a_delivery_in_flight_is_not_sent_again(db_session: Session, pg_runtime:
     # ... except a redelivery of the message whose worker died mid-attempt.
     again = lifecycle.claim_delivery(db_session, delivery.id, lease_s=60, take_over=True)
     assert again is not None and again.attempt == 2
+
+
+def test_a_delivery_attempt_whose_guard_matched_no_row_records_no_transition(
+    db_session: Session, pg_runtime: Runtime
+) -> None:
+    """Two attempts of one delivery finish (a duplicate that took over): only the first moves the
+    delivery; the second's guarded update matches no row and must not log a state change."""
+    job = factories.running_job(db_session, pg_runtime, ["One."], callback_url="https://example.test/h")
+    assert lifecycle.cancel_job(db_session, pg_runtime, job.id)
+    delivery = db_session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job.id)).one()
+    first = lifecycle.claim_delivery(db_session, delivery.id, lease_s=60)
+    second = lifecycle.claim_delivery(db_session, delivery.id, lease_s=60, take_over=True)
+    assert first is not None and second is not None
+    outcome = dict(duration_ms=1.0, status_code=200, error=None, succeeded=True, retry_at=None)
+    assert lifecycle.record_delivery_attempt(db_session, second, **outcome) is DeliveryStatus.DELIVERED  # type: ignore[arg-type]
+    late = lifecycle.record_delivery_attempt(db_session, first, **outcome)  # type: ignore[arg-type]
+    assert late is None
+    changes = db_session.scalars(
+        select(StateTransition).where(StateTransition.entity_id == delivery.id)
+    ).all()
+    assert [(c.from_status, c.to_status, c.attempt) for c in changes] == [("pending", "delivered", 2)]
+    assert len(db_session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id)).all()) == 2

@@ -95,7 +95,18 @@ def test_gate_rerenders_and_every_process_is_observable(cluster_factory: Any, tm
         (3, 2, False),
     ]
     assert (clean["quality_passed"], garbled["quality_passed"], hopeless["quality_passed"]) == (True, True, False)
-    assert body["quality"] == {"segments_scored": 3, "segments_rerendered": 2, "segments_below_gate": [2]}
+    assert body["quality"] == {
+        "segments_scored": 3,
+        "segments_rerendered": 2,
+        "segments_below_gate": [2],
+        "segments_unscored": [],
+        "segments_t2s_cap": [],
+    }
+    assert [(s["quality_verdict"], s["stop_reason"]) for s in body["segments"]] == [
+        ("passed", "eos"),
+        ("passed", "eos"),
+        ("failed", "eos"),
+    ]
     for render in (r for s in body["segments"] for r in s["renders"]):
         assert render["dnsmos"] is not None and set(render["dnsmos"]) == {"sig", "bak", "ovrl", "p808"}
         assert render["similarity"] is not None
@@ -113,6 +124,7 @@ def test_gate_rerenders_and_every_process_is_observable(cluster_factory: Any, tm
     assert value(gpt, "voxmill_stage_duration_seconds_count", stage="gpt") == renders
     assert value(gpt, "voxmill_stage_duration_seconds_count", stage="plan") == 1
     assert value(gpt, "voxmill_stage_wait_seconds_count", stage="gpt") == renders
+    assert value(gpt, "voxmill_t2s_stops_total", reason="eos") == renders
     assert value(sovits, "voxmill_stage_duration_seconds_count", stage="sovits") == renders
     assert value(post, "voxmill_stage_duration_seconds_count", stage="post") == renders
     assert value(post, "voxmill_stage_duration_seconds_count", stage="assemble") == 1

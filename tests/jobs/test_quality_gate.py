@@ -7,10 +7,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Job, RenderAttempt, Segment, StateTransition
+from db.models import Job, RenderAttempt, Segment, StateTransition, WebhookDelivery
 from jobs import lifecycle
 from jobs.lifecycle import StageClaim, StageOutput
-from jobs.quality import evaluate, render_seed, should_rerender
+from jobs.quality import CAP_FAILURE, RenderQuality, evaluate, render_seed, should_rerender
 from jobs.runtime import AFTER_COMMIT, Runtime
 from jobs.states import SegmentStatus, Stage
 from jobs.storage import StoredObject
@@ -43,7 +43,17 @@ def test_rule_and_seeds(pg_runtime: Runtime) -> None:
     assert not bad.passed and bad.failures == (f"dnsmos_ovrl 1.05 < {settings.quality_min_dnsmos_ovrl:g}",)
     assert evaluate(settings, GOOD, 0.2).failures == (f"similarity 0.20 < {settings.quality_min_similarity:g}",)
     unmeasured = evaluate(settings, GOOD, None, ("similarity not scored: no reference",))
-    assert unmeasured.passed and unmeasured.notes
+    assert unmeasured.passed and unmeasured.notes and unmeasured.verdict == "passed"
+    # A scorer that raised, or nothing measured at all: unscored, which is no pass.
+    broken = evaluate(settings, GOOD, None, faults=("similarity not scored: RuntimeError: boom",))
+    assert (broken.verdict, broken.passed) == ("unscored", False)
+    assert evaluate(settings, None, None, ("dnsmos not scored: empty",)).verdict == "unscored"
+    assert [should_rerender(settings, n, broken) for n in (1, 2, 3)] == [True, True, False]
+    # T2S ran into its token cap: a failure whatever the scores say.
+    capped = evaluate(settings, GOOD, 0.9, stop_reason="cap")
+    assert capped.verdict == "failed" and capped.failures == (CAP_FAILURE,)
+    assert evaluate(settings, GOOD, 0.9, stop_reason="eos").passed
+    assert RenderQuality.from_dict(capped.as_dict()) == capped
     assert [should_rerender(settings, n, bad) for n in (1, 2, 3)] == [True, True, False]
     settings.quality_gate = "score"
     assert not should_rerender(settings, 1, bad)
@@ -115,3 +125,31 @@ def test_a_stale_post_attempt_cannot_send_the_segment_back(db_session: Session, 
     db_session.refresh(segment)
     assert (segment.status, segment.render_attempt) == ("queued", 2)
     assert db_session.get(Job, job.id).status == "running"  # type: ignore[union-attr]
+
+
+def test_the_webhook_payload_names_capped_and_unscored_segments(db_session: Session, pg_runtime: Runtime) -> None:
+    pg_runtime.settings.quality_gate = "score"
+    job = factories.running_job(db_session, pg_runtime, ["Fine.", "Runaway.", "Unjudged."], callback_url="https://example.test/h")
+    fine, runaway, unjudged = db_session.scalars(
+        select(Segment).where(Segment.job_id == job.id).order_by(Segment.index)
+    ).all()
+    for segment, stop, faults in ((fine, "eos", ()), (runaway, "cap", ()), (unjudged, "eos", ("dnsmos: RuntimeError",))):
+        gpt = lifecycle.claim_stage(db_session, pg_runtime, segment.id, Stage.GPT)
+        assert isinstance(gpt, StageClaim)
+        assert lifecycle.complete_stage(db_session, pg_runtime, gpt, StageOutput({"stop_reason": stop}))
+        sovits = lifecycle.claim_stage(db_session, pg_runtime, segment.id, Stage.SOVITS)
+        assert isinstance(sovits, StageClaim) and lifecycle.complete_stage(db_session, pg_runtime, sovits, StageOutput())
+        post = lifecycle.claim_stage(db_session, pg_runtime, segment.id, Stage.POST)
+        assert isinstance(post, StageClaim) and post.stop_reason == stop
+        quality = evaluate(pg_runtime.settings, GOOD, 0.8, faults=faults, stop_reason=post.stop_reason)
+        stored = StoredObject(f"k/{segment.id}/audio.flac", 1, "0" * 64, "audio/flac")
+        assert lifecycle.complete_stage(db_session, pg_runtime, post, StageOutput({"audio_key": stored.key}, {"audio": stored}, quality))
+    assert lifecycle.complete_job(db_session, pg_runtime, job.id, StoredObject("k/job.wav", 1, "0" * 64, "audio/wav"))
+    delivery = db_session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job.id)).one()
+    reported = delivery.payload["job"]
+    assert reported["segments_below_quality_gate"] == [1, 2]
+    assert (reported["segments_t2s_cap"], reported["segments_unscored"]) == ([1], [2])
+    verdicts = db_session.execute(
+        select(RenderAttempt.verdict, RenderAttempt.stop_reason).where(RenderAttempt.job_id == job.id).order_by(RenderAttempt.id)
+    ).all()
+    assert [tuple(v) for v in verdicts] == [("passed", "eos"), ("failed", "cap"), ("unscored", "eos")]

@@ -12,6 +12,8 @@ byte for byte. Options (``VOXMILL_ENGINE_OPTIONS_JSON``):
   noise_by_text                  {substring: SNR dB}: white noise added to those segments
   garbage_by_text                {substring: [seeds]}: renders of those segments with one of these
                                  seeds are white noise (what the quality gate must reject)
+  cap_by_text                    {substring: [seeds]}: T2S of those segments with one of these
+                                 seeds "never emits EOS": stop reason cap, tokens up to the guard
 The sovits stage reads a segment's text back from its phones (ASCII text: phone = code point).
   hold_text / release_file       text containing hold_text waits in the gpt stage until
                                  release_file exists (at most hold_max_s, default 120 s)
@@ -74,7 +76,12 @@ class TestSemanticEngine:
         rng = np.random.default_rng(_seed(text, params.seed, voice.prompt_text))
         count = max(4, len(text) // 3)
         phones = np.array([ord(c) % 732 for c in text], dtype=np.int64)
-        return SemanticTokens(tokens=rng.integers(0, 1024, count, dtype=np.int64), phones=phones)
+        capped_seeds = _matching(self.options.get("cap_by_text"), text)
+        if capped_seeds is not None and params.seed in capped_seeds:
+            # What the product's runaway guard leaves of a model that never stops: 6 per phone + 75.
+            count = 6 * len(phones) + 75
+            return SemanticTokens(rng.integers(0, 1024, count, dtype=np.int64), phones, stop_reason="cap")
+        return SemanticTokens(tokens=rng.integers(0, 1024, count, dtype=np.int64), phones=phones, stop_reason="eos")
 
 
 @functools.cache

@@ -128,6 +128,42 @@ def test_batched_t2s_equals_single_runs_under_greedy_decoding(runtime: Runtime) 
         assert np.array_equal(b.tokens, s.tokens) and np.array_equal(b.phones, s.phones)
 
 
+def test_generation_reports_how_it_stopped_and_a_capped_render_fails_the_gate(runtime: Runtime) -> None:
+    """Real T2S on the tiny model: sampled, it stops by itself (EOS is reachable, so the tiny demo
+    renders short); greedy without a repetition penalty never picks EOS and runs to the runaway
+    guard: stop reason ``cap``,
+    recorded on the segment and held against the render by the gate."""
+    voice = add_voice(runtime, REFERENCE_TEXT)
+    from jobs.engine import SemanticTokens, VoiceFeatures
+    from workers.gpt.engine import TOKEN_CAP_MARGIN, TOKENS_PER_PHONE_CAP
+
+    features = VoiceFeatures.from_bytes(runtime.storage.get(voice.features_key or ""))
+    text = "A sentence of a plausible length for one segment."
+    sampled = [runtime.semantic_engine.text_to_semantic(text, "en", features, SynthesisParams(seed=s)) for s in range(4)]
+    assert [s.stop_reason for s in sampled] == ["eos"] * 4
+    guard = TOKEN_CAP_MARGIN + TOKENS_PER_PHONE_CAP * len(sampled[0].phones)
+    assert all(11 <= len(s.tokens) < guard for s in sampled)
+    never_stops = SynthesisParams(top_k=1, repetition_penalty=1.0)
+    greedy = runtime.semantic_engine.text_to_semantic(text, "en", features, never_stops)
+    assert greedy.stop_reason == "cap" and len(greedy.tokens) >= guard - 1
+    assert SemanticTokens.from_bytes(greedy.to_bytes()).stop_reason == "cap"
+
+    job, _ = submit_job(
+        runtime,
+        voice.tenant_id,
+        JobRequest(
+            text=text, voice_id=voice.id, language="en", output_format="wav", params=never_stops.as_dict()
+        ),
+    )
+    from db.models import RenderAttempt, Segment
+
+    with runtime.transaction() as session:
+        segment = session.scalars(select(Segment).where(Segment.job_id == job.id)).one()
+        assert (segment.stop_reason, segment.quality_verdict, segment.quality_passed) == ("cap", "failed", False)
+        render = session.scalars(select(RenderAttempt).where(RenderAttempt.segment_id == segment.id)).one()
+        assert render.stop_reason == "cap" and any("cap" in f for f in render.failures)
+
+
 def test_onnx_decoder_matches_torch(runtime: Runtime, tiny_models: Path, tmp_path: Path) -> None:
     voice = add_voice(runtime, REFERENCE_TEXT)
     from jobs.engine import VoiceFeatures

@@ -29,6 +29,7 @@ _PROMPT_CACHE_SIZE = 256
 # (25 Hz) per phone, so 6 per phone plus a margin never cuts real speech short, but stops a model
 # that never emits EOS (a bad fine-tune, or the random models of `voxmill demo --tiny`) long
 # before the official 1500-step cap. Output is identical whenever the model stops by itself.
+# A render stopped here is recorded with stop reason "cap" and fails the quality gate.
 TOKENS_PER_PHONE_CAP = 6
 TOKEN_CAP_MARGIN = 75
 
@@ -133,8 +134,13 @@ class GPTSoVITSSemantic:
         prepared = [self.request(text, language, voice, params) for text, language in texts]
         results = generate(self.model, [request for request, _ in prepared])
         # webui_tokens: exactly what the official inference hands to SoVITS (see T2SResult).
+        # Any stop but EOS (the runaway guard, early_stop_num, the official step cap) is "cap".
         return [
-            SemanticTokens(tokens=result.webui_tokens.cpu().numpy().astype(np.int64), phones=np.asarray(ids, np.int64))
+            SemanticTokens(
+                tokens=result.webui_tokens.cpu().numpy().astype(np.int64),
+                phones=np.asarray(ids, np.int64),
+                stop_reason="eos" if result.stop_reason == "eos" else "cap",
+            )
             for result, (_, ids) in zip(results, prepared)
         ]
 

@@ -74,7 +74,10 @@ def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
     semantic = runtime.semantic_engine.text_to_semantic(claim.text, claim.language, voice, claim.params)
     key = segment_object_key(claim.tenant_id, claim.content_key, "semantic.npz")
     stored = runtime.storage.put(key, semantic.to_bytes(), "application/octet-stream")
-    return StageOutput(columns={"semantic_key": key}, artifacts={"semantic": stored})
+    metrics.T2S_STOPS.labels(semantic.stop_reason or "unknown").inc()
+    return StageOutput(
+        columns={"semantic_key": key, "stop_reason": semantic.stop_reason}, artifacts={"semantic": stored}
+    )
 
 
 def register(app: Celery) -> None:

@@ -4,9 +4,11 @@ denoised when asked) and the speaker similarity of its d-vector to the voice's.
 The voice's d-vector is ``VoiceFeatures.speaker_embedding`` when voice processing stored one;
 for voices processed before it did, it is computed here from the voice's stored reference clips
 (once per process and voice). With neither, similarity is skipped and the reason noted. A scorer
-that fails (a broken model install, say) is logged and noted on the render, never the render's
-failure: storage and database errors still propagate, to be retried like any stage's. The
-thresholds and the verdict are ``jobs.quality``'s; the state change is ``jobs.lifecycle``'s.
+that fails (a broken model install, say) is logged and makes the render ``unscored``: never a
+pass, never the render's failure either. Storage and database errors still propagate, to be
+retried like any stage's. The render's T2S stop reason (written by the gpt stage) enters the
+verdict too. The thresholds and the verdict are ``jobs.quality``'s; the state change is
+``jobs.lifecycle``'s.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ _embeddings: OrderedDict[tuple[uuid.UUID, str | None], np.ndarray | str] = Order
 _lock = Lock()
 
 
+class ScorerFault(Exception):
+    """A scorer broke (not: could not measure this audio); its render is ``unscored``."""
+
+
 def voice_embedding(runtime: Runtime, claim: StageClaim) -> np.ndarray | str:
-    """The voice's d-vector, or a sentence saying why there is none."""
+    """The voice's d-vector, or a sentence saying why there is none. Raises ``ScorerFault``
+    when the embedding model itself failed."""
     features = voice_features(runtime, claim)
     if features.speaker_embedding is not None:
         return np.asarray(features.speaker_embedding, np.float32)
@@ -45,7 +52,7 @@ def voice_embedding(runtime: Runtime, claim: StageClaim) -> np.ndarray | str:
         if key in _embeddings:
             _embeddings.move_to_end(key)
             return _embeddings[key]
-    found = _embedding_from_references(runtime, claim.voice_id)
+    found = _embedding_from_references(runtime, claim.voice_id)  # a fault is not remembered
     with _lock:
         _embeddings[key] = found
         while len(_embeddings) > _CACHE_SIZE:
@@ -68,11 +75,12 @@ def _embedding_from_references(runtime: Runtime, voice_id: uuid.UUID) -> np.ndar
         return f"no d-vector from the voice's reference: {exc}"
     except Exception as exc:  # a scorer fault must not fail the render it scores
         log.exception("speaker embedding of the voice failed")
-        return f"no d-vector from the voice's reference: {type(exc).__name__}: {exc}"
+        raise ScorerFault(f"no d-vector from the voice's reference: {type(exc).__name__}: {exc}") from exc
 
 
 def score_render(runtime: Runtime, claim: StageClaim, samples: np.ndarray, sample_rate: int) -> RenderQuality:
     notes: list[str] = []
+    faults: list[str] = []
     scores: dict[str, float] | None = None
     try:
         # One 9 s window per 9 s of audio: a sentence is one window either way, and a long
@@ -80,19 +88,25 @@ def score_render(runtime: Runtime, claim: StageClaim, samples: np.ndarray, sampl
         scores = dnsmos(samples, sample_rate, hop_s=DNSMOS_WINDOW_S).to_dict()
     except ValueError as exc:
         notes.append(f"dnsmos not scored: {exc}")
-    except Exception as exc:  # a scorer fault is logged and noted, never the render's failure
+    except Exception as exc:  # a scorer fault: the render is unscored, never passed
         log.exception("DNSMOS failed")
-        notes.append(f"dnsmos not scored: {type(exc).__name__}: {exc}")
+        faults.append(f"dnsmos not scored: {type(exc).__name__}: {exc}")
     similarity: float | None = None
-    embedding = voice_embedding(runtime, claim)
+    try:
+        embedding = voice_embedding(runtime, claim)
+    except ScorerFault as exc:
+        faults.append(f"similarity not scored: {exc}")
+        embedding = None
     if isinstance(embedding, str):
         notes.append(f"similarity not scored: {embedding}")
-    else:
+    elif embedding is not None:
         try:
             similarity = speaker_similarity(samples, sample_rate, embedding)
         except ValueError as exc:
             notes.append(f"similarity not scored: {exc}")
         except Exception as exc:
             log.exception("speaker similarity failed")
-            notes.append(f"similarity not scored: {type(exc).__name__}: {exc}")
-    return evaluate(runtime.settings, scores, similarity, tuple(notes))
+            faults.append(f"similarity not scored: {type(exc).__name__}: {exc}")
+    return evaluate(
+        runtime.settings, scores, similarity, tuple(notes), faults=tuple(faults), stop_reason=claim.stop_reason
+    )

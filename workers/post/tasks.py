@@ -78,6 +78,8 @@ def finish_segment(runtime: Runtime, claim: StageClaim) -> StageOutput:
                         "dnsmos": quality.dnsmos,
                         "similarity": quality.similarity,
                         "quality_passed": quality.passed,
+                        "quality_verdict": quality.verdict,
+                        "stop_reason": quality.stop_reason,
                         "quality_failures": list(quality.failures),
                     }
                     if quality is not None

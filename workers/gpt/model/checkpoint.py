@@ -102,17 +102,40 @@ def random_weights(config: T2SConfig, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def reachable_eos(weight: dict[str, torch.Tensor], config: T2SConfig, eos_logit: float) -> dict[str, torch.Tensor]:
+    """Random weights whose EOS logit is the constant ``eos_logit`` at every step, so sampling
+    stops by itself after a geometric number of tokens, as a trained model does (random weights
+    otherwise give EOS a logit like any token's and almost never sample it: every render runs to
+    the runaway guard). How: the last block's output norm pins hidden channel 0 to 1 (gain 0,
+    bias 1); no token reads channel 0 except EOS, which reads only it, with weight ``eos_logit``.
+    The model stays an ordinary official-format T2S model; generation and decoding are unchanged."""
+    out = dict(weight)
+    last = f"h.layers.{config.num_layers - 1}.norm2"
+    gain, bias = out[f"{last}.weight"].clone(), out[f"{last}.bias"].clone()
+    gain[0], bias[0] = 0.0, 1.0
+    predict = out["ar_predict_layer.weight"].clone()  # [vocab, hidden]
+    predict[:, 0] = 0.0
+    predict[config.eos] = 0.0
+    predict[config.eos, 0] = eos_logit
+    out[f"{last}.weight"], out[f"{last}.bias"], out["ar_predict_layer.weight"] = gain, bias, predict
+    return out
+
+
 def write_random_checkpoint(
-    path: str | Path, config: dict[str, Any] | T2SConfig | None = None, seed: int = 0
+    path: str | Path, config: dict[str, Any] | T2SConfig | None = None, seed: int = 0, eos_logit: float | None = None
 ) -> T2SConfig:
     """Write a random model in the official container (fp16, ``model.`` prefix, the config dict,
     info "GPT-e1"). ``config`` is an official-style dict (written as given) or a ``T2SConfig``;
-    None means the full-size v2 model. Returns the parsed config."""
+    None means the full-size v2 model. ``eos_logit``: make EOS reachable (``reachable_eos``).
+    Returns the parsed config."""
     if config is None:
         config = T2SConfig()
     config_dict = config.to_dict() if isinstance(config, T2SConfig) else config
     parsed = T2SConfig.from_dict(config_dict)
-    weight = {PREFIX + k: v for k, v in random_weights(parsed, seed).items()}
+    weights = random_weights(parsed, seed)
+    if eos_logit is not None:
+        weights = reachable_eos(weights, parsed, eos_logit)
+    weight = {PREFIX + k: v for k, v in weights.items()}
     write_container(path, weight, config_dict, "GPT-e1")
     return parsed
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import Job, Voice
-from jobs import lifecycle
+from jobs import lifecycle, models
 from jobs.engine import SynthesisParams
 from jobs.errors import JobError
 from jobs.keys import voice_object_key
@@ -50,6 +50,8 @@ class JobRequest:
     split_method: str = "sentences"
     params: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
+    model: str | None = None  # a registered model by name; None: the voice's (or the default)
+    model_selection: str | None = None  # the api_v2 choice of weights to apply (jobs.models.selector)
 
     def fingerprint(self) -> str:
         material = json.dumps({**asdict(self), "voice_id": str(self.voice_id)}, sort_keys=True, default=str)
@@ -106,6 +108,10 @@ def submit_job(
             from jobs.limits import check_queued_jobs
 
             check_queued_jobs(session, settings, tenant_id)
+            try:
+                model = models.resolve(session, settings, voice, request.model, request.model_selection)
+            except models.ModelError as exc:
+                raise RequestRejected(exc.status, exc.code, exc.message) from None
             job = lifecycle.create_job(
                 session,
                 runtime,
@@ -120,6 +126,7 @@ def submit_job(
                 callback_url=request.callback_url,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                **(model.job_columns() if model is not None else {}),
                 **({"id": job_id} if job_id else {}),
             )
         return job, True
@@ -177,6 +184,7 @@ def submit_voice(
     transcript: str | None,
     references: bytes,
     analysis: dict[str, Any],
+    model_id: uuid.UUID | None = None,
 ) -> Voice:
     """Store the (already validated) reference clips, then the row; processing is enqueued after
     the commit. If the row cannot be written the stored object is removed again."""
@@ -186,7 +194,16 @@ def submit_voice(
     try:
         with runtime.transaction() as session:
             return lifecycle.create_voice(
-                session, runtime, tenant_id, name, language, transcript, upload_key, analysis, voice_id=voice_id
+                session,
+                runtime,
+                tenant_id,
+                name,
+                language,
+                transcript,
+                upload_key,
+                analysis,
+                voice_id=voice_id,
+                model_id=model_id,
             )
     except BaseException:
         runtime.storage.delete(upload_key)

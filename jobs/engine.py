@@ -242,14 +242,14 @@ def model_version(settings: "Settings") -> str:
 # is a fact of the file format and falls back to the product's reader.
 
 
-def detect_generation(settings: "Settings", sovits_path: "Path") -> str:
-    """The GPT-SoVITS generation of a SoVITS file ("v1", "v2", "v2Pro", "v2ProPlus"); raises
-    for a file that is not a supported SoVITS checkpoint."""
+def detect_generation(settings: "Settings", gpt_path: "Path", sovits_path: "Path") -> str:
+    """The GPT-SoVITS generation of a pair ("v1", "v2", "v2Pro", "v2ProPlus"), from its SoVITS
+    file; raises for a file that is not a supported checkpoint of its kind."""
     module = engine_module(settings, "acoustic")
     detect = getattr(module, "detect_generation", None)
     if detect is None:
         detect = importlib.import_module(_PRODUCT_MODULES["acoustic"]).detect_generation
-    generation: str = detect(sovits_path)
+    generation: str = detect(gpt_path, sovits_path)
     return generation
 
 

@@ -154,9 +154,9 @@ def add_model(
     if session.scalar(select(Model.id).where(_scope(tenant_id), Model.name == name)) is not None:
         raise ModelError(409, "model_exists", f"a model named {name!r} is already registered")
     try:
-        generation = detect_generation(settings, sovits_file)
-    except Exception as exc:  # any refusal of the file: unsupported version, not a checkpoint
-        raise ModelError(422, "model_invalid", f"{sovits_file}: {exc}") from None
+        generation = detect_generation(settings, gpt_file, sovits_file)
+    except Exception as exc:  # any refusal of a file: unsupported version, not a checkpoint
+        raise ModelError(422, "model_invalid", str(exc)) from None
     model = Model(
         tenant_id=tenant_id,
         name=name,

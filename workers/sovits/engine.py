@@ -166,10 +166,18 @@ def create_voice_encoder_for(settings: Settings, acoustic: GPTSoVITSAcoustic) ->
     return GPTSoVITSVoiceEncoder(settings, acoustic)
 
 
-def detect_generation(sovits_path: Path) -> str:
-    """The generation of a SoVITS checkpoint, as the official loader tells it (header bytes,
-    then the text-embedding rows); raises ``CheckpointError`` for anything unsupported."""
-    from workers.checkpoints import read_container
+def detect_generation(gpt_path: Path, sovits_path: Path) -> str:
+    """The generation of a GPT + SoVITS pair, as the official loader tells it from the SoVITS
+    file (header bytes, then the text-embedding rows); raises ``CheckpointError`` for a file
+    that is not a checkpoint of its kind (each is read, neither is built)."""
+    from workers.checkpoints import CheckpointError, read_container
     from workers.sovits.model.checkpoint import detect_version
 
-    return detect_version(read_container(sovits_path), sovits_path)
+    sovits = read_container(sovits_path)
+    if "enc_p.text_embedding.weight" not in sovits.weight:
+        raise CheckpointError(f"{sovits_path}: not a GPT-SoVITS SoVITS checkpoint (no enc_p.text_embedding)")
+    generation = detect_version(sovits, sovits_path)
+    gpt = read_container(gpt_path)
+    if "model.ar_text_embedding.word_embeddings.weight" not in gpt.weight:
+        raise CheckpointError(f"{gpt_path}: not a GPT-SoVITS T2S (GPT) checkpoint")
+    return generation

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, Project, Voice, utcnow
-from jobs import lifecycle
+from jobs import lifecycle, models
 from jobs.engine import SynthesisParams
 from jobs.states import VoiceStatus
 from jobs.submission import (
@@ -268,6 +268,8 @@ def create_project_job(
         raise RequestRejected(409, "project_has_no_source", f"project {project.name!r} has no source yet")
     lifecycle.supersede_project_jobs(session, runtime, project.id)
     allowed = FORMAT_RATES.get(project.output_format, SAMPLE_RATES)
+    voice = session.get(Voice, project.voice_id)
+    model = models.voice_model(session, runtime.settings, voice) if voice is not None else None
     job = lifecycle.create_job(
         session,
         runtime,
@@ -286,6 +288,7 @@ def create_project_job(
         callback_url=callback_url,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        **(models.ModelRef.of(model).job_columns() if model is not None else {}),
     )
     project.last_job_id = job.id
     return job

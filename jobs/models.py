@@ -289,6 +289,14 @@ def resolve(
             "only one half of a model is chosen and no default model is registered: "
             "call both /set_gpt_weights and /set_sovits_weights",
         )
+    if gpt.id != sovits.id and (gpt.generation == "v1") != (sovits.generation == "v1"):
+        # v1 speaks another phone table (322 symbols, a 512-row T2S embedding) than v2 and later.
+        raise ModelError(
+            400,
+            "model_mismatch",
+            f"the GPT weights of {gpt.name} ({gpt.generation}) cannot drive the SoVITS weights of "
+            f"{sovits.name} ({sovits.generation}): v1 and later generations use other phone tables",
+        )
     return ModelRef.pair(gpt, sovits)
 
 

@@ -242,3 +242,37 @@ def test_default_model_renders_voices_without_one(
         assert voice["model"] is None
         job = render(client, alice, voice["id"])
         assert job["model"]["name"] == default.name and job["model"]["sovits_sha256"] == default.sovits_sha256
+
+
+def test_a_project_follows_its_voices_model(
+    front: tuple[TestClient, Runtime], pairs: dict[str, tuple[Path, Path]], reference: bytes
+) -> None:
+    """A book project renders on its voice's model, is up to date while that holds, and is
+    re-rendered once when the voice switches model (not on every check)."""
+    from jobs.books import BookRequest, submit_book
+    from jobs.projects import regenerate
+
+    client, runtime = front
+    tenant = new_tenant(runtime)
+    alice = new_key(runtime, tenant)
+    a = register(runtime, unique("a"), *pairs["a"], tenant_id=tenant)
+    b = register(runtime, unique("b"), *pairs["b"], tenant_id=tenant)
+    voice = upload(client, alice, reference, model=a.name)
+    request = BookRequest(
+        source=b"# One\n\nA first chapter.\n", voice_id=uuid.UUID(voice["id"]), filename=f"{unique('tale')}.md"
+    )
+    first, _ = submit_book(runtime, tenant, request)
+    with runtime.transaction() as session:
+        row = session.get(Job, first.id)
+        assert row is not None and row.status == "succeeded" and row.model_name == a.name
+
+    def mine(rendered: dict[uuid.UUID, str]) -> list[str]:
+        return [why for project_id, why in rendered.items() if project_id == first.project_id]
+
+    assert mine(regenerate(runtime).rendered) == []  # up to date on model a
+    assert client.patch(f"/v1/voices/{voice['id']}", json={"model": b.name}, headers=alice).status_code == 200
+    assert mine(regenerate(runtime).rendered) == ["model version changed"]
+    assert mine(regenerate(runtime).rendered) == []
+    with runtime.transaction() as session:
+        latest = session.scalars(select(Job).where(Job.project_id == first.project_id).order_by(Job.created_at.desc())).first()
+        assert latest is not None and latest.model_name == b.name and latest.status == "succeeded"

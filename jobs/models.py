@@ -116,9 +116,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _storable(value: str) -> bool:
+    """PostgreSQL refuses NUL; every column is UTF-8 (a lone surrogate cannot be encoded)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > NAME_CHARS or "/" in name or "+" in name:
+    if not name or len(name) > NAME_CHARS or "/" in name or "+" in name or not _storable(name):
         raise ModelError(422, "invalid_model_name", f"a model name is 1–{NAME_CHARS} characters, without '/' or '+'")
     return name
 
@@ -144,10 +155,19 @@ def add_model(
     name = _check_name(name)
     files = []
     for what, path in (("gpt", gpt), ("sovits", sovits)):
-        resolved = path.expanduser().resolve()
+        try:
+            if not _storable(str(path)):
+                raise ValueError("not storable text")
+            resolved = path.expanduser().resolve()
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ModelError(422, "model_missing", f"the {what} path is not a usable file name ({exc})") from None
         if under is not None and not resolved.is_relative_to(under.resolve()):
             raise ModelError(422, "model_path_outside", f"the {what} file must lie under {under}")
-        if not resolved.is_file():
+        try:
+            present = resolved.is_file()
+        except OSError:  # a name too long for the filesystem, a permission error
+            present = False
+        if not present:
             raise ModelError(422, "model_missing", f"the {what} file {path} does not exist")
         files.append(resolved)
     gpt_file, sovits_file = files
@@ -187,6 +207,8 @@ def all_models(session: Session) -> list[Model]:
 def find_model(session: Session, tenant_id: uuid.UUID | None, ref: str) -> Model | None:
     """The model a tenant means by ``ref``: its own of that name, else the deployment's; a
     registered file path also names its model (api_v2 clients send paths)."""
+    if not _storable(ref):
+        return None
     for scope in ([tenant_id] if tenant_id is not None else []) + [None]:
         found = session.scalar(select(Model).where(_scope(scope), Model.name == ref))
         if found is not None:
@@ -205,7 +227,7 @@ def find_model(session: Session, tenant_id: uuid.UUID | None, ref: str) -> Model
 def remove_model(session: Session, tenant_id: uuid.UUID | None, name: str) -> None:
     """Remove one of the scope's models; refused while a voice names it. Jobs keep their copy of
     what they ran on; a key's api_v2 choice of it is cleared."""
-    model = session.scalar(select(Model).where(_scope(tenant_id), Model.name == name))
+    model = session.scalar(select(Model).where(_scope(tenant_id), Model.name == name)) if _storable(name) else None
     if model is None:
         raise ModelError(404, "model_not_found", f"no model named {name!r}")
     voices = session.scalars(

@@ -1,4 +1,5 @@
-"""The gpt queue's tasks: planning a job into segments, and text → semantic tokens."""
+"""The gpt queue's tasks: planning a job into segments (once its voice has features for the job's
+model), and text → semantic tokens."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from db.models import Job, Voice
 from jobs import cache, dispatch, lifecycle, metrics
 from jobs.books import BookOptions
 from jobs.celery_app import TaskName, VoxmillTask, bound_task
-from jobs.keys import segment_object_key
 from jobs.errors import RetryLater
+from jobs.keys import segment_object_key
 from jobs.lifecycle import StageClaim, StageOutput
 from jobs.logs import bind_log_context
 from jobs.models import ModelRef, features_key

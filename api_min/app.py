@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from api_min.errors import ERROR_RESPONSES, install_error_handlers
 from api_min.limits import BodyGuard
-from api_min.routes import books, health, jobs, metrics, projects, tts, voices
+from api_min.routes import api_v2, books, health, jobs, metrics, models, projects, tts, voices
 from jobs.runtime import Runtime
 from jobs.settings import Settings
 
@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # The last added runs first: the metrics see what the body guard answers or rewrites.
     app.add_middleware(BodyGuard, runtime=runtime)
     metrics.install_request_metrics(app)
-    routers = (health, jobs, voices, books, projects, tts, metrics)
+    routers = (health, jobs, voices, books, projects, tts, models, api_v2, metrics)
     for router in (module.router for module in routers):
         app.include_router(router)
     return app

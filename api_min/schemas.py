@@ -56,6 +56,9 @@ class JobIn(BaseModel):
     split: SplitMethod = "sentences"
     params: SynthesisParamsIn = Field(default_factory=SynthesisParamsIn)
     callback_url: str | None = Field(None, max_length=2048)
+    model: str | None = Field(
+        None, max_length=200, description="A registered model by name; default: the voice's model, else the deployment's."
+    )
 
 
 class Progress(BaseModel):
@@ -178,6 +181,7 @@ class JobOut(BaseModel):
     format: str
     sample_rate: int
     model_version: str | None
+    model: ModelUsed | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -200,6 +204,7 @@ class VoiceOut(BaseModel):
     transcript: str | None
     reference_free: bool
     model_version: str | None
+    model: str | None = Field(None, description="The registered model the voice speaks with; null: the default.")
     analysis: dict[str, object] | None
     error: ErrorDetail | None
     created_at: datetime
@@ -213,7 +218,45 @@ class VoiceList(BaseModel):
 class VoicePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(None, min_length=1, max_length=200)
+    model: str | None = Field(
+        None,
+        max_length=200,
+        description="A registered model by name; \"\" returns the voice to the deployment default. "
+        "New jobs render with it; segments it changes are re-rendered, the rest come from the cache.",
+    )
+
+
+class ModelUsed(BaseModel):
+    """The registered model a job ran on (null on the job: the deployment's default files)."""
+
+    name: str
+    generation: str
+    gpt_sha256: str
+    sovits_sha256: str
+
+
+class ModelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200)
+    gpt: str = Field(min_length=1, max_length=1024, description="Path of the GPT (T2S) .ckpt, under the models folder.")
+    sovits: str = Field(min_length=1, max_length=1024, description="Path of the SoVITS .pth, under the models folder.")
+
+
+class ModelOut(BaseModel):
+    name: str
+    scope: Literal["tenant", "deployment"]
+    generation: str
+    gpt_sha256: str
+    sovits_sha256: str
+    gpt_path: str | None = Field(None, description="Shown for the tenant's own models.")
+    sovits_path: str | None = None
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    data: list[ModelOut]
 
 
 class HealthOut(BaseModel):

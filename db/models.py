@@ -109,10 +109,71 @@ class Voice(Base):
     features_key: Mapped[str | None] = mapped_column(String(512))
     model_version: Mapped[str | None] = mapped_column(String(64))
     analysis: Mapped[dict[str, Any] | None]
+    # The registered model the voice speaks with (``jobs.models``); None: the deployment default.
+    model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("models.id"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A named GPT + SoVITS pair (``jobs.models``): a tenant's own (``tenant_id``) or the whole
+    deployment's (``tenant_id`` None). Files are referenced by path and pinned by sha256."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        # NULLs are distinct in a unique constraint: deployment-wide names need their own index.
+        Index(
+            "uq_models_deployment_name",
+            "name",
+            unique=True,
+            postgresql_where=text("tenant_id IS NULL"),
+            sqlite_where=text("tenant_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    generation: Mapped[str] = mapped_column(String(16))
+    gpt_path: Mapped[str] = mapped_column(String(1024))
+    sovits_path: Mapped[str] = mapped_column(String(1024))
+    gpt_sha256: Mapped[str] = mapped_column(String(64))
+    sovits_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VoiceFeatureSet(Base):
+    """A voice's features computed with one SoVITS file (style vector, prompt tokens, and for
+    v2Pro/v2ProPlus the speaker embedding all come from the SoVITS weights and its generation's
+    front end). Computed when a job first needs them; the voice's own ``features_key`` stays the
+    default model's."""
+
+    __tablename__ = "voice_features"
+    __table_args__ = (UniqueConstraint("voice_id", "sovits_sha256"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    voice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("voices.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[str] = mapped_column(String(16))
+    sovits_sha256: Mapped[str] = mapped_column(String(64))
+    features_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelSelection(Base):
+    """The GPT and SoVITS weights an API key chose through the api_v2 drop-in
+    (``/set_gpt_weights``, ``/set_sovits_weights``). ``selector`` is the key's id, or
+    ``tenant:<id>`` when auth is off; a choice never reaches another key."""
+
+    __tablename__ = "model_selections"
+
+    selector: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    gpt_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    sovits_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -136,6 +197,14 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     model_version: Mapped[str | None] = mapped_column(String(64))
+    # The registered model the job runs on, copied at submission so the row says what rendered
+    # it even after the model is removed; all None: the files under VOXMILL_MODELS_DIR.
+    model_name: Mapped[str | None] = mapped_column(String(200))
+    model_generation: Mapped[str | None] = mapped_column(String(16))
+    model_gpt_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_sovits_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_gpt_path: Mapped[str | None] = mapped_column(String(1024))
+    model_sovits_path: Mapped[str | None] = mapped_column(String(1024))
     segments_total: Mapped[int] = mapped_column(Integer, default=0)
     segments_done: Mapped[int] = mapped_column(Integer, default=0)
     segments_failed: Mapped[int] = mapped_column(Integer, default=0)

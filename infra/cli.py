@@ -234,14 +234,91 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    from workers.assets import missing_files, missing_message, pull
+    from workers.assets import PullRefused, missing_files, missing_message, pull
 
     settings = _settings()
     root = Path(args.dir) if args.dir else settings.models_dir or Path("var/models")
-    status = pull(root, include_g2pw=args.g2pw)
-    if status and missing_files(root):
+    try:
+        status = pull(root, include_g2pw=args.g2pw, generation=args.generation, revision=args.revision)
+    except PullRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    if status and args.generation == "v2" and missing_files(root):
         print(missing_message(root), file=sys.stderr)
     return status
+
+
+def _registry() -> Any:
+    from db.migrate import upgrade
+    from jobs.runtime import Runtime
+
+    runtime = Runtime(_settings())
+    if runtime.settings.embedded:
+        runtime.settings.home.mkdir(parents=True, exist_ok=True)
+        upgrade(runtime.settings.db_url)
+    return runtime
+
+
+def _tenant_id(session: Any, name: str | None) -> Any:
+    from jobs.tenants import tenant_by_name
+
+    return tenant_by_name(session, name).id if name else None
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from jobs.models import ModelError, add_model
+    from jobs.tenants import TenantError
+
+    runtime = _registry()
+    try:
+        with runtime.transaction() as session:
+            model = add_model(
+                session, runtime.settings, args.name, Path(args.gpt), Path(args.sovits), _tenant_id(session, args.tenant)
+            )
+            print(f"model {model.name}: {model.generation}, gpt sha256 {model.gpt_sha256}, sovits sha256 {model.sovits_sha256}")
+    except (ModelError, TenantError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from db.models import Tenant
+    from jobs.models import all_models
+
+    runtime = _registry()
+    default = runtime.settings.default_model
+    with runtime.transaction() as session:
+        tenants = {t.id: t.name for t in session.query(Tenant).all()}
+        print("name\tscope\tgeneration\tgpt sha256\tsovits sha256\tgpt\tsovits")
+        for m in all_models(session):
+            scope = tenants.get(m.tenant_id, "?") if m.tenant_id else "deployment"
+            mark = " (default)" if m.tenant_id is None and m.name == default else ""
+            print(
+                f"{m.name}{mark}\t{scope}\t{m.generation}\t{m.gpt_sha256[:12]}\t{m.sovits_sha256[:12]}"
+                f"\t{m.gpt_path}\t{m.sovits_path}"
+            )
+    runtime.close()
+    return 0
+
+
+def cmd_models_remove(args: argparse.Namespace) -> int:
+    from jobs.models import ModelError, remove_model
+    from jobs.tenants import TenantError
+
+    runtime = _registry()
+    try:
+        with runtime.transaction() as session:
+            remove_model(session, _tenant_id(session, args.tenant), args.name)
+        print(f"removed model {args.name}")
+    except (ModelError, TenantError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    return 0
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
@@ -343,10 +420,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="model assets").add_subparsers(dest="models_command", required=True)
-    pull = models.add_parser("pull", help="download the official GPT-SoVITS v2 models")
+    from workers.assets import GENERATION_FILES, PINNED_REVISION
+
+    pull = models.add_parser("pull", help="download the official GPT-SoVITS files of a generation, from a pinned commit")
     pull.add_argument("--dir")
+    pull.add_argument("--generation", default="v2", choices=list(GENERATION_FILES))
+    pull.add_argument(
+        "--revision", default=PINNED_REVISION, help="the hub commit (40-hex sha) to download from; branch names are refused"
+    )
     pull.add_argument("--g2pw", action="store_true", help="also fetch the optional G2PW model")
     pull.set_defaults(func=cmd_models_pull)
+    add = models.add_parser("add", help="register a GPT + SoVITS pair under a name")
+    add.add_argument("name")
+    add.add_argument("--gpt", required=True, help="the GPT (T2S) .ckpt file")
+    add.add_argument("--sovits", required=True, help="the SoVITS .pth file")
+    add.add_argument("--tenant", help="register for this tenant only (default: the whole deployment)")
+    add.set_defaults(func=cmd_models_add)
+    models.add_parser("list", help="list registered models").set_defaults(func=cmd_models_list)
+    remove = models.add_parser("remove", help="remove a registered model (refused while voices name it)")
+    remove.add_argument("name")
+    remove.add_argument("--tenant", help="the tenant the model belongs to (default: a deployment model)")
+    remove.set_defaults(func=cmd_models_remove)
     check = models.add_parser("check", help="say which model files are missing and where they go")
     check.add_argument("--dir")
     check.set_defaults(func=cmd_models_check)

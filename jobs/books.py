@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, Project, Voice, utcnow
-from jobs import lifecycle
+from jobs import lifecycle, models
 from jobs.engine import SynthesisParams
 from jobs.states import VoiceStatus
 from jobs.tenants import Identity
@@ -292,6 +292,8 @@ def create_project_job(
             characters = source_characters(runtime, project.source_key, project.source_format)
         admit_job(runtime, session, caller, characters, callback_url)
     allowed = FORMAT_RATES.get(project.output_format, SAMPLE_RATES)
+    voice = session.get(Voice, project.voice_id)
+    model = models.voice_model(session, runtime.settings, voice) if voice is not None else None
     job = lifecycle.create_job(
         session,
         runtime,
@@ -310,6 +312,7 @@ def create_project_job(
         callback_url=callback_url,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        **(models.ModelRef.of(model).job_columns() if model is not None else {}),
     )
     project.last_job_id = job.id
     return job

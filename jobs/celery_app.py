@@ -23,6 +23,7 @@ class TaskName(str, Enum):
     SYNTHESIZE_SEMANTIC = "voxmill.gpt.synthesize_semantic"
     SYNTHESIZE_WAVEFORM = "voxmill.sovits.synthesize_waveform"
     PROCESS_VOICE = "voxmill.sovits.process_voice"
+    VOICE_FEATURES = "voxmill.sovits.voice_features"
     FINISH_SEGMENT = "voxmill.post.finish_segment"
     ASSEMBLE_JOB = "voxmill.post.assemble_job"
     DELIVER_WEBHOOK = "voxmill.post.deliver_webhook"

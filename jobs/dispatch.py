@@ -44,6 +44,11 @@ def process_voice(runtime: "Runtime", voice_id: uuid.UUID) -> None:
     runtime.celery.signature(TaskName.PROCESS_VOICE.value, args=(str(voice_id),)).apply_async()
 
 
+def voice_features(runtime: "Runtime", job_id: uuid.UUID) -> None:
+    """Compute the features of a job's voice for the job's model, then plan the job again."""
+    runtime.celery.signature(TaskName.VOICE_FEATURES.value, args=(str(job_id),)).apply_async()
+
+
 def deliver_webhook(runtime: "Runtime", delivery_id: uuid.UUID, countdown_s: float = 0.0) -> None:
     runtime.celery.signature(TaskName.DELIVER_WEBHOOK.value, args=(str(delivery_id),)).apply_async(
         countdown=countdown_s or None

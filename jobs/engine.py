@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from jobs.settings import Settings
 
 PRODUCT_ENGINE = "gpt-sovits"
@@ -256,3 +258,37 @@ def model_version(settings: "Settings") -> str:
     """The version label that enters content keys; cheap (no model is loaded)."""
     version: str = engine_module(settings, "semantic").model_version(settings)
     return version
+
+
+# Registered models (``jobs.models``): engines built for one model's files, kept by
+# ``jobs.model_cache``. A stand-in engine module may provide these too; ``detect_generation``
+# is a fact of the file format and falls back to the product's reader.
+
+
+def detect_generation(settings: "Settings", gpt_path: "Path", sovits_path: "Path") -> str:
+    """The GPT-SoVITS generation of a pair ("v1", "v2", "v2Pro", "v2ProPlus"), from its SoVITS
+    file; raises for a file that is not a supported checkpoint of its kind."""
+    module = engine_module(settings, "acoustic")
+    detect = getattr(module, "detect_generation", None)
+    if detect is None:
+        detect = importlib.import_module(_PRODUCT_MODULES["acoustic"]).detect_generation
+    generation: str = detect(gpt_path, sovits_path)
+    return generation
+
+
+def create_semantic_engine_for(settings: "Settings", gpt_path: "Path", version: str) -> SemanticEngine:
+    engine: SemanticEngine = engine_module(settings, "semantic").create_semantic_engine_for(settings, gpt_path, version)
+    return engine
+
+
+def create_acoustic_engine_for(settings: "Settings", sovits_path: "Path", version: str) -> AcousticEngine:
+    engine: AcousticEngine = engine_module(settings, "acoustic").create_acoustic_engine_for(
+        settings, sovits_path, version
+    )
+    return engine
+
+
+def create_voice_encoder_for(settings: "Settings", acoustic: AcousticEngine) -> VoiceEncoder:
+    """The voice encoder of the model an acoustic engine holds (sharing its loaded weights)."""
+    encoder: VoiceEncoder = engine_module(settings, "voice").create_voice_encoder_for(settings, acoustic)
+    return encoder

@@ -43,6 +43,7 @@ from db.models import (
 from jobs import cache, dispatch, metrics
 from jobs.engine import StopReason, SynthesisParams, stop_reason_of
 from jobs.errors import PermanentJobError
+from jobs.models import ModelRef, feature_keys, features_key
 from jobs.quality import RenderQuality, render_seed, should_rerender
 from jobs.runtime import Runtime, after_commit
 from jobs.states import (
@@ -189,9 +190,11 @@ def create_voice(
     upload_key: str,
     analysis: dict[str, Any],
     voice_id: uuid.UUID | None = None,
+    model_id: uuid.UUID | None = None,
 ) -> Voice:
     voice = Voice(
         id=voice_id or uuid.uuid4(),
+        model_id=model_id,
         tenant_id=tenant_id,
         name=name,
         status=VoiceStatus.PENDING.value,
@@ -272,6 +275,7 @@ def delete_voice(session: Session, voice_id: uuid.UUID) -> list[str]:
     if voice is None or voice.status == VoiceStatus.DELETED.value:
         return []
     keys = [k for k in (voice.features_key, voice.upload_key) if k]
+    keys += [k for k in feature_keys(session, voice_id) if k not in keys]
     transition_voice(
         session,
         voice_id,
@@ -405,9 +409,10 @@ class StageClaim:
     semantic_key: str | None
     waveform_key: str | None
     voice_status: str
-    voice_features_key: str | None
+    voice_features_key: str | None  # the features for ``model`` (the voice's own when None)
     render_attempt: int = 1  # 1 = first render; ``params.seed`` is already this render's seed
     stop_reason: StopReason | None = None  # how this render's T2S stopped (set by the gpt stage)
+    model: ModelRef | None = None  # the registered model the job runs on (None: the default files)
 
 
 def claim_stage(
@@ -474,6 +479,8 @@ def claim_stage(
     waited = (utcnow() - segment.updated_at).total_seconds()
     metrics.observe_after_commit(session, lambda: metrics.STAGE_WAIT_SECONDS.labels(stage.value).observe(waited))
     params = SynthesisParams.from_dict(job.params)
+    model = ModelRef.from_job(job)
+    features = voice.features_key if model is None else features_key(session, voice.id, model.sovits_sha256)
     return StageClaim(
         stage=stage,
         attempt=attempt,
@@ -491,9 +498,10 @@ def claim_stage(
         semantic_key=segment.semantic_key,
         waveform_key=segment.waveform_key,
         voice_status=voice.status,
-        voice_features_key=voice.features_key,
+        voice_features_key=features,
         render_attempt=segment.render_attempt,
         stop_reason=stop_reason_of(segment.stop_reason),
+        model=model,
     )
 
 

@@ -20,7 +20,8 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Job, Project, utcnow
+from db.models import Job, Project, Voice, utcnow
+from jobs import models
 from jobs.books import BookOptions, _usable_voice, create_project_job
 from jobs.celery_app import TaskName, VoxmillTask, bound_task
 from jobs.engine import SynthesisParams
@@ -42,6 +43,14 @@ def stale_reason(project: Project, last: Job | None, model_version: str) -> str 
     if last.model_version is not None and last.model_version != model_version:
         return "model version changed"
     return None
+
+
+def expected_version(session: Session, runtime: Runtime, project: Project, default_version: str) -> str:
+    """The model version a render of the project would record now: its voice's registered model
+    (``jobs.models``), else the default files' version."""
+    voice = session.get(Voice, project.voice_id)
+    model = models.voice_model(session, runtime.settings, voice) if voice is not None else None
+    return models.ModelRef.of(model).version if model is not None else default_version
 
 
 def load_project(session: Session, tenant_id: uuid.UUID, project_id: uuid.UUID) -> Project:
@@ -114,7 +123,7 @@ def regenerate(runtime: Runtime, now: datetime | None = None) -> RegenerationRep
         projects = session.scalars(select(Project).where(Project.source_key.is_not(None))).all()
         for project in projects:
             last = session.get(Job, project.last_job_id) if project.last_job_id else None
-            reason = stale_reason(project, last, model_version)
+            reason = stale_reason(project, last, expected_version(session, runtime, project, model_version))
             due = bool(project.schedule_every_s and project.next_run_at and project.next_run_at <= now)
             if project.schedule_every_s and due:
                 project.next_run_at = now + timedelta(seconds=project.schedule_every_s)

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from jobs.engine import AcousticEngine, SemanticEngine, VoiceEncoder
+    from jobs.model_cache import ModelEngines
+    from jobs.models import ModelRef
 
 AFTER_COMMIT = "voxmill_after_commit"
 # Celery's eager mode keeps one process-wide "joining will block" flag that every eager
@@ -116,6 +118,22 @@ class Runtime:
         from jobs.engine import create_voice_encoder
 
         return create_voice_encoder(self.settings)
+
+    @cached_property
+    def models(self) -> "ModelEngines":
+        """Registered models' engines, loaded on demand (``jobs.model_cache``)."""
+        from jobs.model_cache import ModelEngines
+
+        return ModelEngines(self.settings)
+
+    def semantic_engine_for(self, model: "ModelRef | None") -> "SemanticEngine":
+        return self.semantic_engine if model is None else self.models.semantic(model)
+
+    def acoustic_engine_for(self, model: "ModelRef | None") -> "AcousticEngine":
+        return self.acoustic_engine if model is None else self.models.acoustic(model)
+
+    def voice_encoder_for(self, model: "ModelRef | None") -> "VoiceEncoder":
+        return self.voice_encoder if model is None else self.models.voice_encoder(model)
 
     @cached_property
     def model_version(self) -> str:

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     # Fine-tuned weights instead of the official ones under models_dir.
     gpt_checkpoint: Path | None = None
     sovits_checkpoint: Path | None = None
+    # Registered models (jobs/models.py): the name of the deployment-wide model that voices
+    # without a model of their own speak with; None (or nothing registered under it): the files
+    # above. Each worker process keeps the models its jobs name loaded in an LRU bounded by
+    # count and by resident weight bytes (one pool holds one half of a pair: the gpt pool the
+    # T2S weights, the sovits pool the SoVITS weights); the least recently used is dropped first.
+    default_model: str | None = None
+    model_cache_max_models: int = 4
+    model_cache_max_bytes: int = 2 * 1024 * 1024 * 1024
     t2s_batch_size: int = 8
     device: str = "cpu"
     precision: Literal["fp32", "fp16"] = "fp32"

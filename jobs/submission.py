@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import Job, Voice
-from jobs import lifecycle
+from jobs import lifecycle, models
 from jobs.engine import SynthesisParams
 from jobs.errors import JobError
 from jobs.keys import voice_object_key
@@ -51,6 +51,8 @@ class JobRequest:
     split_method: str = "sentences"
     params: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
+    model: str | None = None  # a registered model by name; None: the voice's (or the default)
+    model_selection: str | None = None  # the api_v2 choice of weights to apply (jobs.models.selector)
 
     def fingerprint(self) -> str:
         material = json.dumps({**asdict(self), "voice_id": str(self.voice_id)}, sort_keys=True, default=str)
@@ -101,6 +103,10 @@ def submit_job(
                 )
             from jobs.limits import admit_job
 
+            try:
+                model = models.resolve(session, settings, voice, request.model, request.model_selection)
+            except models.ModelError as exc:
+                raise RequestRejected(exc.status, exc.code, exc.message) from None
             admit_job(runtime, session, caller or Identity(tenant_id), len(request.text), request.callback_url)
             job = lifecycle.create_job(
                 session,
@@ -116,6 +122,7 @@ def submit_job(
                 callback_url=request.callback_url,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                **(model.job_columns() if model is not None else {}),
                 **({"id": job_id} if job_id else {}),
             )
         return job, True
@@ -173,6 +180,7 @@ def submit_voice(
     transcript: str | None,
     references: bytes,
     analysis: dict[str, Any],
+    model_id: uuid.UUID | None = None,
 ) -> Voice:
     """Store the (already validated) reference clips, then the row; processing is enqueued after
     the commit. If the row cannot be written the stored object is removed again."""
@@ -182,7 +190,16 @@ def submit_voice(
     try:
         with runtime.transaction() as session:
             return lifecycle.create_voice(
-                session, runtime, tenant_id, name, language, transcript, upload_key, analysis, voice_id=voice_id
+                session,
+                runtime,
+                tenant_id,
+                name,
+                language,
+                transcript,
+                upload_key,
+                analysis,
+                voice_id=voice_id,
+                model_id=model_id,
             )
     except BaseException:
         runtime.storage.delete(upload_key)

@@ -77,6 +77,19 @@ def rename_voice(session: Session, tenant_id: uuid.UUID, voice_id: uuid.UUID, na
     return voice
 
 
+def set_voice_model(session: Session, tenant_id: uuid.UUID, voice_id: uuid.UUID, model_id: uuid.UUID | None) -> Voice:
+    """The registered model the voice speaks with (None: the deployment default)."""
+    voice = load_voice(session, tenant_id, voice_id)
+    session.execute(
+        update(Voice)
+        .where(Voice.id == voice.id, Voice.status != VoiceStatus.DELETED.value)
+        .values(model_id=model_id, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(voice)
+    return voice
+
+
 def delete_voice(session: Session, runtime: Runtime, tenant_id: uuid.UUID, voice_id: uuid.UUID) -> None:
     """Mark the voice deleted; its stored objects go once that is committed."""
     voice = load_voice(session, tenant_id, voice_id)

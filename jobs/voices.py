@@ -23,8 +23,11 @@ def voice_features(runtime: Runtime, claim: StageClaim) -> VoiceFeatures:
     status = VoiceStatus(claim.voice_status)
     if status in (VoiceStatus.PENDING, VoiceStatus.PROCESSING):
         raise RetryLater("the voice is still being processed", code="voice_not_ready")
-    if status is not VoiceStatus.READY or claim.voice_features_key is None:
+    if status is not VoiceStatus.READY:
         raise PermanentJobError(f"the voice is {status.value}", code="voice_unavailable")
+    if claim.voice_features_key is None:
+        what = f"for model {claim.model.name}" if claim.model is not None else "stored"
+        raise PermanentJobError(f"the voice has no features {what}", code="voice_unavailable")
     key = claim.voice_features_key
     with _lock:
         if key in _cache:

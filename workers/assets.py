@@ -1,5 +1,5 @@
-"""Model assets: where the official GPT-SoVITS v2 files go, fetching them with checksum
-verification, and random models in the official formats (tiny for tests, full-size for
+"""Model assets: where the official GPT-SoVITS files go, fetching them from a pinned commit with
+checksum verification, and random models in the official formats (tiny for tests, full-size for
 benchmarks). No torch at import time.
 
 Layout of a models folder (it mirrors the official Hugging Face repository ``lj1995/GPT-SoVITS``):
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from jobs.settings import Settings
@@ -198,42 +199,163 @@ def _git_blob_sha1(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def pull(root: Path, include_g2pw: bool = False) -> int:
-    """Download the official v2 files with huggingface_hub and check each against the checksum
-    the hub publishes (sha256 for LFS files, the git blob id for small ones)."""
-    from huggingface_hub import HfApi, hf_hub_download
+# ----------------------------------------------------------------------------- pinned pulls
+
+# The commit of ``lj1995/GPT-SoVITS`` that ``models pull`` downloads from unless told another. A
+# commit, never a branch: what "main" holds changes under a deployment, a commit does not, and
+# the checksums below are the hub's metadata *at that commit*. This one is the revision another
+# public installer pins for the v2Pro/v2ProPlus files; it could not be checked offline, so the
+# first online pull confirms it (a file the commit lacks is reported, nothing is trusted).
+PINNED_REVISION = "336b2ec4e8d4ac74740798dd40af44e74659ecaf"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+_SHARED_FILES = tuple(OFFICIAL_FILES[2:])  # HuBERT and Chinese RoBERTa: every generation
+# The official file names per generation (CHECKPOINTS.md §7.7): T2S, SoVITS generator, extras.
+GENERATION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
+    "v1": (
+        ("s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt", "T2S (GPT) v1 weights"),
+        ("s2G488k.pth", "SoVITS v1 generator weights"),
+        *_SHARED_FILES,
+    ),
+    "v2": OFFICIAL_FILES,
+    "v2Pro": (
+        ("s1v3.ckpt", "T2S (GPT) weights the v2Pro set pairs with, ~149 MB"),
+        ("v2Pro/s2Gv2Pro.pth", "SoVITS v2Pro generator weights"),
+        (SV_FILE, "ERes2NetV2 speaker-verification weights"),
+        *_SHARED_FILES,
+    ),
+    "v2ProPlus": (
+        ("s1v3.ckpt", "T2S (GPT) weights the v2ProPlus set pairs with, ~149 MB"),
+        ("v2Pro/s2Gv2ProPlus.pth", "SoVITS v2ProPlus generator weights"),
+        (SV_FILE, "ERes2NetV2 speaker-verification weights"),
+        *_SHARED_FILES,
+    ),
+}
+
+
+class PullRefused(ValueError):
+    """A pull that must not start (an unpinned revision, an unknown generation)."""
+
+
+def check_revision(revision: str) -> str:
+    """A full 40-hex commit id; a branch or tag name (``main``, ``v2``) or a short id is refused:
+    those can name other files tomorrow."""
+    if not _COMMIT.fullmatch(revision):
+        raise PullRefused(
+            f"revision {revision!r} is not a commit id: give the full 40-character commit sha "
+            "(branch and tag names move, so their checksums cannot be pinned)"
+        )
+    return revision
+
+
+def generation_files(generation: str) -> list[str]:
+    if generation not in GENERATION_FILES:
+        raise PullRefused(f"unknown generation {generation!r}; one of {', '.join(GENERATION_FILES)}")
+    return [name for name, _ in GENERATION_FILES[generation]]
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What the hub publishes about one file at one commit: its size, and the sha256 (LFS files)
+    or the git blob id (small files)."""
+
+    name: str
+    size: int
+    sha256: str | None = None
+    blob_id: str | None = None
+
+
+def verify_file(path: Path, meta: FileMeta) -> str | None:
+    """None when ``path`` is the file ``meta`` describes, else what differs."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != meta.size:
+        return f"size {size}, expected {meta.size}"
+    if meta.sha256 is not None:
+        actual = _sha256(path)
+        return None if actual == meta.sha256 else f"sha256 {actual}, expected {meta.sha256}"
+    if meta.blob_id is not None:
+        actual = _git_blob_sha1(path)
+        return None if actual == meta.blob_id else f"git blob {actual}, expected {meta.blob_id}"
+    return "the hub published no checksum for it"
+
+
+class Source(Protocol):
+    """Where pinned files come from: the Hugging Face hub, or (tests, mirrors) a stand-in."""
+
+    def metadata(self, names: list[str], revision: str) -> dict[str, FileMeta]: ...
+
+    def download(self, name: str, revision: str, root: Path) -> Path: ...
+
+
+class HubSource:
+    """The Hugging Face hub, always asked at a commit."""
+
+    def __init__(self, repo: str = HUB_REPO) -> None:
+        self.repo = repo
+
+    def metadata(self, names: list[str], revision: str) -> dict[str, FileMeta]:
+        from huggingface_hub import HfApi
+
+        found: dict[str, FileMeta] = {}
+        for info in HfApi().get_paths_info(self.repo, names, revision=revision, expand=True):
+            lfs = getattr(info, "lfs", None)
+            size = int(lfs.size if lfs is not None else getattr(info, "size", 0) or 0)
+            found[info.path] = FileMeta(
+                info.path, size, lfs.sha256 if lfs is not None else None, None if lfs is not None else info.blob_id
+            )
+        return found
+
+    def download(self, name: str, revision: str, root: Path) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(self.repo, name, revision=revision, local_dir=str(root)))
+
+
+def pull(
+    root: Path,
+    include_g2pw: bool = False,
+    generation: str = "v2",
+    revision: str = PINNED_REVISION,
+    source: Source | None = None,
+) -> int:
+    """Download one generation's official files from a pinned commit, and check each against
+    the size and checksum the hub publishes for that commit (sha256 for LFS files, the git blob
+    id for small ones). A file already in place is checked the same way; a mismatch is removed."""
+    names = generation_files(generation)
+    check_revision(revision)
+    source = source or HubSource()
     root.mkdir(parents=True, exist_ok=True)
-    names = [name for name, _ in OFFICIAL_FILES]
     try:
-        infos = {info.path: info for info in HfApi().get_paths_info(HUB_REPO, names, expand=True)}
+        infos = source.metadata(names, revision)
     except Exception as exc:  # any failure to reach the hub (DNS, proxy, HTTP) means: offline
         print(f"cannot reach the Hugging Face hub ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
     for name in names:
         target = root / name
-        info = infos.get(name)
-        if info is None:
-            print(f"{name} is not in {HUB_REPO}; the repository changed", file=sys.stderr)
+        meta = infos.get(name)
+        if meta is None:
+            print(f"{name} is not in {HUB_REPO} at commit {revision}", file=sys.stderr)
             return 2
-        if not target.is_file():
-            print(f"downloading {name} …")
-            downloaded = hf_hub_download(HUB_REPO, name, local_dir=str(root))
-            if Path(downloaded).resolve() != target.resolve():
+        if verify_file(target, meta) is not None:
+            print(f"downloading {name} @ {revision[:12]} …")
+            downloaded = source.download(name, revision, root)
+            if downloaded.resolve() != target.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(downloaded, target)
-        lfs = getattr(info, "lfs", None)
-        expected = lfs.sha256 if lfs is not None else info.blob_id
-        actual = _sha256(target) if lfs is not None else _git_blob_sha1(target)
-        if actual != expected:
-            target.unlink()
-            print(f"{name}: checksum mismatch (expected {expected}, got {actual}); removed", file=sys.stderr)
+        problem = verify_file(target, meta)
+        if problem is not None:
+            target.unlink(missing_ok=True)
+            print(f"{name}: {problem}; removed", file=sys.stderr)
             return 2
     if include_g2pw and not (root / G2PW_DIR).is_dir():
         print(
             f"G2PW is optional and not fetched automatically: unpack the official G2PWModel folder into {root / G2PW_DIR}",
             file=sys.stderr,
         )
-    write_manifest(root, "official", f"hf:{HUB_REPO}")
-    print(f"official GPT-SoVITS v2 models verified in {root}")
+    write_manifest(root, "official", f"hf:{HUB_REPO}@{revision}")
+    print(f"official GPT-SoVITS {generation} models verified in {root} (commit {revision})")
     return 0
 
 

@@ -17,6 +17,7 @@ from api_min.schemas import (
     ErrorDetail,
     JobIn,
     JobOut,
+    ModelUsed,
     Progress,
     QualityOut,
     RenderOut,
@@ -83,6 +84,16 @@ def job_out(runtime: Runtime, job_id: uuid.UUID, tenant_id: uuid.UUID) -> JobOut
             format=job.output_format,
             sample_rate=job.sample_rate,
             model_version=job.model_version,
+            model=(
+                ModelUsed(
+                    name=job.model_name,
+                    generation=job.model_generation or "",
+                    gpt_sha256=job.model_gpt_sha256 or "",
+                    sovits_sha256=job.model_sovits_sha256 or "",
+                )
+                if job.model_name
+                else None
+            ),
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
@@ -215,6 +226,7 @@ def create_job(
         split_method=body.split,
         params=body.params.model_dump(),
         callback_url=body.callback_url,
+        model=body.model,
     )
     job, created = submit_job(runtime, tenant_id, request, idempotency_key, caller=caller)
     if not created:

@@ -169,7 +169,13 @@ async def respond(
     split: str,
     params: dict[str, Any],
     as_json: bool,
+    whole: bool = False,
+    media_type: str | None = None,
+    model_selection: str | None = None,
 ) -> Response:
+    """``whole``: answer the complete file in one body (lengths filled in) instead of streaming;
+    ``media_type`` overrides the format's content type; ``model_selection``: the api_v2 choice
+    of weights to render with (``jobs.models.selector``)."""
     fmt = STREAM_FORMATS[format_name]
     sync.check_text(runtime, text)
     try:
@@ -188,6 +194,7 @@ async def respond(
         sample_rate=sample_rate,
         split_method=split,
         params=params,
+        model_selection=model_selection,
     )
     try:
         render = await sync.start(runtime, caller.tenant_id, request, caller)
@@ -199,6 +206,9 @@ async def respond(
     headers = {"Voxmill-Job-Id": str(render.job_id), "Voxmill-Sample-Rate": str(sample_rate), "Cache-Control": "no-store"}
     if render.model_version:
         headers["Voxmill-Model-Version"] = render.model_version
+    if whole:
+        data = complete(fmt, b"".join([chunk async for chunk in stream.chunks()]), sample_rate, encoder.frames)
+        return Response(data, media_type=media_type or fmt.mime, headers=headers)
     if as_json:
         data = complete(fmt, b"".join([chunk async for chunk in stream.chunks()]), sample_rate, encoder.frames)
         body = TtsJsonOut(
@@ -213,7 +223,7 @@ async def respond(
         )
         return JSONResponse(body.model_dump(mode="json"), headers=headers)
     headers["X-Accel-Buffering"] = "no"  # proxies: pass each chunk on as it comes
-    return StreamingResponse(stream.body(), media_type=fmt.mime, headers=headers)
+    return StreamingResponse(stream.body(), media_type=media_type or fmt.mime, headers=headers)
 
 
 @tts_router.post(

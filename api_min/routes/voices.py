@@ -1,4 +1,4 @@
-"""Voices: upload a reference, read, list, rename, delete."""
+"""Voices: upload a reference, read, list, rename or choose the model, delete."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import object_session
 
 from api_min.deps import RuntimeDep, TenantId
 from api_min.errors import ApiError
 from api_min.forms import read_upload_form
 from api_min.schemas import ErrorDetail, VoiceList, VoiceOut, VoicePatch
-from db.models import Voice
-from jobs import voice_catalog
+from db.models import Model, Voice
+from jobs import models, voice_catalog
+from jobs.runtime import Runtime
 from jobs.submission import check_storable, submit_voice
 
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
@@ -45,6 +47,11 @@ UPLOAD_BODY: dict[str, Any] = {
                             "description": "What a 3–10 s upload says (UTF-8). Omit for reference-free mode.",
                         },
                         "name": {"type": "string", "maxLength": NAME_MAX_CHARS},
+                        "model": {
+                            "type": "string",
+                            "maxLength": NAME_MAX_CHARS,
+                            "description": "A registered model by name (default: the deployment's).",
+                        },
                     },
                 }
             }
@@ -54,6 +61,8 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 def voice_out(voice: Voice) -> VoiceOut:
+    session = object_session(voice)
+    model = session.get(Model, voice.model_id) if session is not None and voice.model_id else None
     return VoiceOut(
         id=voice.id,
         name=voice.name,
@@ -62,6 +71,7 @@ def voice_out(voice: Voice) -> VoiceOut:
         transcript=voice.transcript,
         reference_free=voice.transcript is None,
         model_version=voice.model_version,
+        model=model.name if model is not None else None,
         analysis=voice.analysis,
         error=ErrorDetail(code=voice.failure_code, message=voice.failure_message or "") if voice.failure_code else None,
         created_at=voice.created_at,
@@ -116,6 +126,8 @@ async def create_voice(request: Request, tenant_id: TenantId, runtime: RuntimeDe
         raise ApiError(422, "unsupported_language", f"language must be zh, en or ja, not {language[:20]!r}")
     transcript = _text_field(form.fields, "transcript", TRANSCRIPT_MAX_CHARS)
     name = _text_field(form.fields, "name", NAME_MAX_CHARS) or _file_name(form.filename) or "voice"
+    model_name = _text_field(form.fields, "model", NAME_MAX_CHARS)
+    model_id = await run_in_threadpool(_model_id, runtime, tenant_id, model_name) if model_name else None
     from api_min.uploads import prepare_reference
 
     prepared = await run_in_threadpool(prepare_reference, form.file, settings, transcript)
@@ -128,6 +140,7 @@ async def create_voice(request: Request, tenant_id: TenantId, runtime: RuntimeDe
         prepared.transcript,
         prepared.payload,
         prepared.analysis,
+        model_id,
     )
     with runtime.transaction() as session:
         fresh = session.get(Voice, voice.id)
@@ -154,14 +167,33 @@ def get_voice(voice_id: uuid.UUID, tenant_id: TenantId, runtime: RuntimeDep) -> 
         return voice_out(voice_catalog.load_voice(session, tenant_id, voice_id))
 
 
-@router.patch("/{voice_id}", response_model=VoiceOut)
-def rename_voice(voice_id: uuid.UUID, body: VoicePatch, tenant_id: TenantId, runtime: RuntimeDep) -> VoiceOut:
-    """Rename a voice."""
-    check_storable(body.name, "invalid_name", "name")
-    if _has_control_chars(body.name) or not body.name.strip():
-        raise ApiError(422, "invalid_name", "a name has visible characters and no control characters")
+def _model_id(runtime: Runtime, tenant_id: uuid.UUID, name: str) -> uuid.UUID:
     with runtime.transaction() as session:
-        return voice_out(voice_catalog.rename_voice(session, tenant_id, voice_id, body.name.strip()))
+        model = models.find_model(session, tenant_id, name)
+        if model is None:
+            raise ApiError(422, "model_not_found", f"no model named {name!r}")
+        return model.id
+
+
+@router.patch("/{voice_id}", response_model=VoiceOut)
+def update_voice(voice_id: uuid.UUID, body: VoicePatch, tenant_id: TenantId, runtime: RuntimeDep) -> VoiceOut:
+    """Rename a voice, or choose its model (``""``: back to the deployment default). Jobs
+    submitted afterwards render with the new model; their segments get new content keys, so
+    what the model changes is rendered again and switching back finds the old renders cached."""
+    if body.name is None and body.model is None:
+        raise ApiError(422, "invalid_request", "give a name, a model, or both")
+    if body.name is not None:
+        check_storable(body.name, "invalid_name", "name")
+        if _has_control_chars(body.name) or not body.name.strip():
+            raise ApiError(422, "invalid_name", "a name has visible characters and no control characters")
+    model_id = _model_id(runtime, tenant_id, body.model) if body.model else None
+    with runtime.transaction() as session:
+        voice = voice_catalog.load_voice(session, tenant_id, voice_id)
+        if body.name is not None:
+            voice = voice_catalog.rename_voice(session, tenant_id, voice_id, body.name.strip())
+        if body.model is not None:
+            voice = voice_catalog.set_voice_model(session, tenant_id, voice_id, model_id)
+        return voice_out(voice)
 
 
 @router.delete("/{voice_id}", status_code=204, response_class=Response)

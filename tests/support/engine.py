@@ -61,8 +61,9 @@ def _hold(release_file: Path, max_s: float) -> None:
 class TestSemanticEngine:
     model_version = VERSION
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], tag: str = "") -> None:
         self.options = options
+        self.tag = tag  # a registered model's file checksum: another model, other tokens
 
     def text_to_semantic(
         self, text: str, language: str, voice: VoiceFeatures, params: SynthesisParams
@@ -73,7 +74,7 @@ class TestSemanticEngine:
         time.sleep(float(self.options.get("gpt_delay_s", 0)))
         if self.options.get("hold_text") and self.options["hold_text"] in text:
             _hold(Path(self.options["release_file"]), float(self.options.get("hold_max_s", 120)))
-        rng = np.random.default_rng(_seed(text, params.seed, voice.prompt_text))
+        rng = np.random.default_rng(_seed(text, params.seed, voice.prompt_text, *([self.tag] if self.tag else [])))
         count = max(4, len(text) // 3)
         phones = np.array([ord(c) % 732 for c in text], dtype=np.int64)
         capped_seeds = _matching(self.options.get("cap_by_text"), text)
@@ -108,8 +109,9 @@ def _white_noise(count: int, rms: float, *seed: Any) -> np.ndarray:
 class TestAcousticEngine:
     model_version = VERSION
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], tag: str = "") -> None:
         self.options = options
+        self.tag = tag  # a registered model's file checksum: another model, another pitch
 
     def synthesize(self, semantic: SemanticTokens, voice: VoiceFeatures, params: SynthesisParams) -> Waveform:
         _log_call(self.options, "sovits", ",".join(map(str, semantic.tokens[:4])))
@@ -118,7 +120,7 @@ class TestAcousticEngine:
         if self.options.get("speech_wav"):
             samples = _recording(str(self.options["speech_wav"])).copy()
         else:
-            base = 110.0 + 40.0 * float(voice.style[0])
+            base = 110.0 + 40.0 * float(voice.style[0]) + (int(self.tag[:2], 16) % 32 if self.tag else 0)
             t = np.arange(SAMPLES_PER_TOKEN) / SAMPLE_RATE
             pieces = [
                 0.3 * np.sin(2 * np.pi * (base + 3.0 * (token % 64)) * t) * np.hanning(SAMPLES_PER_TOKEN)
@@ -175,3 +177,29 @@ def create_acoustic_engine(settings: Settings) -> TestAcousticEngine:
 
 def create_voice_encoder(settings: Settings) -> TestVoiceEncoder:
     return TestVoiceEncoder(settings.engine_options)
+
+
+# Registered models (jobs.model_cache): the files are checked (sha256) before these are called;
+# the stand-in reads only their checksum, so each model renders differently.
+
+
+def _file_tag(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def create_semantic_engine_for(settings: Settings, gpt_path: Path, version: str) -> TestSemanticEngine:
+    engine = TestSemanticEngine(settings.engine_options, _file_tag(gpt_path))
+    engine.model_version = version
+    return engine
+
+
+def create_acoustic_engine_for(settings: Settings, sovits_path: Path, version: str) -> TestAcousticEngine:
+    engine = TestAcousticEngine(settings.engine_options, _file_tag(sovits_path))
+    engine.model_version = version
+    return engine
+
+
+def create_voice_encoder_for(settings: Settings, acoustic: TestAcousticEngine) -> TestVoiceEncoder:
+    encoder = TestVoiceEncoder(settings.engine_options)
+    encoder.model_version = acoustic.model_version
+    return encoder

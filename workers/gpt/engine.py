@@ -57,15 +57,24 @@ def with_final_mark(text: str, language: str) -> str:
 
 
 class GPTSoVITSSemantic:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gpt_path: Path | None = None, version: str | None = None) -> None:
+        """The default model (the files under models_dir), or a registered model's T2S file
+        (``gpt_path``), loaded outside the module cache so the model LRU decides its lifetime."""
         paths = ModelPaths.from_settings(settings)
         dtype = _dtype(settings)
         try:
-            self.model = _load_t2s(paths.gpt, settings.device, dtype)
             self.bert = _load_bert(paths.bert, settings.device, dtype)
+            if gpt_path is None:
+                self.model = _load_t2s(paths.gpt, settings.device, dtype)
         except (CheckpointError, OSError, ValueError) as exc:
             raise PermanentJobError(str(exc), code="model_unavailable") from exc
-        self.model_version = assets_model_version(paths)
+        if gpt_path is not None:
+            try:
+                self.model = Text2SemanticModel.load(gpt_path, device=settings.device, dtype=dtype)
+            except (CheckpointError, OSError, ValueError, RuntimeError, EOFError) as exc:
+                raise PermanentJobError(f"{gpt_path}: {exc}", code="model_corrupt") from exc
+        self.model_version = version or assets_model_version(paths)
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -151,3 +160,7 @@ def model_version(settings: Settings) -> str:
 
 def create_semantic_engine(settings: Settings) -> GPTSoVITSSemantic:
     return GPTSoVITSSemantic(settings)
+
+
+def create_semantic_engine_for(settings: Settings, gpt_path: Path, version: str) -> GPTSoVITSSemantic:
+    return GPTSoVITSSemantic(settings, gpt_path, version)

@@ -1,4 +1,5 @@
-"""The gpt queue's tasks: planning a job into segments, and text → semantic tokens."""
+"""The gpt queue's tasks: planning a job into segments (once its voice has features for the job's
+model), and text → semantic tokens."""
 
 from __future__ import annotations
 
@@ -6,17 +7,20 @@ import uuid
 from dataclasses import replace
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
-from db.models import Job
-from jobs import cache, lifecycle, metrics
+from db.models import Job, Voice
+from jobs import cache, dispatch, lifecycle, metrics
 from jobs.books import BookOptions
 from jobs.celery_app import TaskName, VoxmillTask, bound_task
+from jobs.errors import RetryLater
 from jobs.keys import segment_object_key
 from jobs.lifecycle import StageClaim, StageOutput
 from jobs.logs import bind_log_context
-from jobs.runtime import Runtime
+from jobs.models import ModelRef, features_key
+from jobs.runtime import Runtime, after_commit
 from jobs.stages import error_code, is_transient, retry_task, run_stage
-from jobs.states import JobStatus, Stage
+from jobs.states import JobStatus, Stage, VoiceStatus
 from jobs.voices import voice_features
 from workers.gpt.book_planning import plan_book
 from workers.gpt.planning import plan_segments
@@ -31,16 +35,21 @@ def plan(runtime: Runtime, job_id: uuid.UUID) -> None:
             return
         planned: list[lifecycle.PlannedSegment] = []
         if job.status == JobStatus.QUEUED.value:
-            job.model_version = runtime.model_version
+            model = ModelRef.from_job(job)
+            if model is not None and not features_ready(runtime, session, job, model):
+                return
+            job.model_version = runtime.model_version if model is None else model.version
+            # A registered model's name and both checksums enter every content key.
+            label = job.model_version if model is None else model.label
             if job.source_key is not None:
-                planned = plan_book_job(runtime, job)
+                planned = plan_book_job(runtime, job, label)
             else:
                 planned = plan_segments(
                     job.text,
                     job.split_method,
                     job.language,
                     job.voice_id,
-                    job.model_version,
+                    label,
                     job.params,
                     settings.segment_max_chars,
                 )
@@ -50,9 +59,25 @@ def plan(runtime: Runtime, job_id: uuid.UUID) -> None:
         lifecycle.start_job(session, runtime, job_id, planned)
 
 
-def plan_book_job(runtime: Runtime, job: Job) -> list[lifecycle.PlannedSegment]:
+def features_ready(runtime: Runtime, session: Session, job: Job, model: ModelRef) -> bool:
+    """Whether the job's voice has features for the job's model. The first job of a voice on a
+    model has them computed on the sovits queue (``voice_features``), which plans the job again
+    once they are stored; meanwhile the job stays queued."""
+    voice = session.get(Voice, job.voice_id)
+    if voice is None or voice.status != VoiceStatus.READY.value:
+        if voice is not None and voice.status in (VoiceStatus.PENDING.value, VoiceStatus.PROCESSING.value):
+            raise RetryLater("the voice is still being processed", code="voice_not_ready")
+        return True  # the stages report the unusable voice
+    if features_key(session, voice.id, model.sovits_sha256) is not None:
+        return True
+    job_id = job.id
+    after_commit(session, lambda: dispatch.voice_features(runtime, job_id))
+    return False
+
+
+def plan_book_job(runtime: Runtime, job: Job, label: str) -> list[lifecycle.PlannedSegment]:
     """Parse the stored source and plan its chapters; the chapter titles go on the job."""
-    assert job.source_key is not None and job.source_format is not None and job.model_version is not None
+    assert job.source_key is not None and job.source_format is not None
     book = parse_source(runtime.storage.get(job.source_key), job.source_format)
     options = BookOptions.from_dict(job.book, runtime.settings)
     result = plan_book(
@@ -61,7 +86,7 @@ def plan_book_job(runtime: Runtime, job: Job) -> list[lifecycle.PlannedSegment]:
         job.split_method,
         job.language,
         job.voice_id,
-        job.model_version,
+        label,
         job.params,
         runtime.settings.segment_max_chars,
     )
@@ -71,7 +96,7 @@ def plan_book_job(runtime: Runtime, job: Job) -> list[lifecycle.PlannedSegment]:
 
 def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
     voice = voice_features(runtime, claim)
-    semantic = runtime.semantic_engine.text_to_semantic(claim.text, claim.language, voice, claim.params)
+    semantic = runtime.semantic_engine_for(claim.model).text_to_semantic(claim.text, claim.language, voice, claim.params)
     key = segment_object_key(claim.tenant_id, claim.content_key, "semantic.npz")
     stored = runtime.storage.put(key, semantic.to_bytes(), "application/octet-stream")
     metrics.T2S_STOPS.labels(semantic.stop_reason or "unknown").inc()

@@ -47,11 +47,21 @@ def _checked(loader: object, *args: object) -> object:
 
 
 class GPTSoVITSAcoustic:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sovits_path: Path | None = None, version: str | None = None) -> None:
+        """The default model, or a registered model's SoVITS file (``sovits_path``), loaded
+        outside the module cache so the model LRU decides its lifetime."""
         self.paths = ModelPaths.from_settings(settings)
         self.device = settings.device
-        self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, self.device, _dtype(settings))  # type: ignore[assignment]
-        self.model_version = assets_model_version(self.paths)
+        self.settings = settings
+        if sovits_path is None:
+            self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, self.device, _dtype(settings))  # type: ignore[assignment]
+        else:
+            try:
+                self.model = SoVITSModel.load(sovits_path, device=self.device, dtype=_dtype(settings))
+            except (CheckpointError, OSError, ValueError, RuntimeError, EOFError) as exc:
+                raise PermanentJobError(f"{sovits_path}: {exc}", code="model_corrupt") from exc
+        self.model_version = version or assets_model_version(self.paths)
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.onnx = None
         if settings.sovits_runtime == "onnx":
             self.onnx = _onnx_decoder(self.model, self.paths, self.model_version, self.device)
@@ -105,12 +115,18 @@ def _onnx_decoder(model: SoVITSModel, paths: ModelPaths, version: str, device: s
 
 
 class GPTSoVITSVoiceEncoder:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, acoustic: GPTSoVITSAcoustic | None = None) -> None:
+        """The default model's encoder, or the one of the model ``acoustic`` holds (its loaded
+        SoVITS weights are shared, not loaded twice)."""
         self.paths = ModelPaths.from_settings(settings)
         dtype = _dtype(settings)
-        self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, settings.device, dtype)  # type: ignore[assignment]
+        if acoustic is None:
+            self.model: SoVITSModel = _checked(_load_sovits, self.paths.sovits, settings.device, dtype)  # type: ignore[assignment]
+            self.model_version = assets_model_version(self.paths)
+        else:
+            self.model = acoustic.model
+            self.model_version = acoustic.model_version
         self.hubert: HubertContent = _checked(_load_hubert, self.paths.hubert, settings.device, dtype)  # type: ignore[assignment]
-        self.model_version = assets_model_version(self.paths)
         self.device = settings.device
         self._verifier: SpeakerVerifier | None = None
 
@@ -167,3 +183,28 @@ def create_acoustic_engine(settings: Settings) -> GPTSoVITSAcoustic:
 
 def create_voice_encoder(settings: Settings) -> GPTSoVITSVoiceEncoder:
     return GPTSoVITSVoiceEncoder(settings)
+
+
+def create_acoustic_engine_for(settings: Settings, sovits_path: Path, version: str) -> GPTSoVITSAcoustic:
+    return GPTSoVITSAcoustic(settings, sovits_path, version)
+
+
+def create_voice_encoder_for(settings: Settings, acoustic: GPTSoVITSAcoustic) -> GPTSoVITSVoiceEncoder:
+    return GPTSoVITSVoiceEncoder(settings, acoustic)
+
+
+def detect_generation(gpt_path: Path, sovits_path: Path) -> str:
+    """The generation of a GPT + SoVITS pair, as the official loader tells it from the SoVITS
+    file (header bytes, then the text-embedding rows); raises ``CheckpointError`` for a file
+    that is not a checkpoint of its kind (each is read, neither is built)."""
+    from workers.checkpoints import CheckpointError, read_container
+    from workers.sovits.model.checkpoint import detect_version
+
+    sovits = read_container(sovits_path)
+    if "enc_p.text_embedding.weight" not in sovits.weight:
+        raise CheckpointError(f"{sovits_path}: not a GPT-SoVITS SoVITS checkpoint (no enc_p.text_embedding)")
+    generation = detect_version(sovits, sovits_path)
+    gpt = read_container(gpt_path)
+    if "model.ar_text_embedding.word_embeddings.weight" not in gpt.weight:
+        raise CheckpointError(f"{gpt_path}: not a GPT-SoVITS T2S (GPT) checkpoint")
+    return generation

@@ -420,11 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="model assets").add_subparsers(dest="models_command", required=True)
-    from workers.assets import GENERATION_FILES, PINNED_REVISION
+    from workers.assets import PINNED_REVISION, PULL_FILES
 
     pull = models.add_parser("pull", help="download the official GPT-SoVITS files of a generation, from a pinned commit")
     pull.add_argument("--dir")
-    pull.add_argument("--generation", default="v2", choices=list(GENERATION_FILES))
+    pull.add_argument("--generation", default="v2", choices=list(PULL_FILES))
     pull.add_argument(
         "--revision", default=PINNED_REVISION, help="the hub commit (40-hex sha) to download from; branch names are refused"
     )

@@ -208,28 +208,21 @@ def _git_blob_sha1(path: Path) -> str:
 # first online pull confirms it (a file the commit lacks is reported, nothing is trusted).
 PINNED_REVISION = "336b2ec4e8d4ac74740798dd40af44e74659ecaf"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
 _SHARED_FILES = tuple(OFFICIAL_FILES[2:])  # HuBERT and Chinese RoBERTa: every generation
-# The official file names per generation (CHECKPOINTS.md §7.7): T2S, SoVITS generator, extras.
-GENERATION_FILES: dict[str, tuple[tuple[str, str], ...]] = {
-    "v1": (
-        ("s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt", "T2S (GPT) v1 weights"),
-        ("s2G488k.pth", "SoVITS v1 generator weights"),
-        *_SHARED_FILES,
-    ),
+# What `models pull --generation G` fetches: the pair at its official names (GENERATION_FILES,
+# CHECKPOINTS.md §7.7), the SV model for the Pro family, and the shared HuBERT and RoBERTa.
+PULL_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "v2": OFFICIAL_FILES,
-    "v2Pro": (
-        ("s1v3.ckpt", "T2S (GPT) weights the v2Pro set pairs with, ~149 MB"),
-        ("v2Pro/s2Gv2Pro.pth", "SoVITS v2Pro generator weights"),
-        (SV_FILE, "ERes2NetV2 speaker-verification weights"),
-        *_SHARED_FILES,
-    ),
-    "v2ProPlus": (
-        ("s1v3.ckpt", "T2S (GPT) weights the v2ProPlus set pairs with, ~149 MB"),
-        ("v2Pro/s2Gv2ProPlus.pth", "SoVITS v2ProPlus generator weights"),
-        (SV_FILE, "ERes2NetV2 speaker-verification weights"),
-        *_SHARED_FILES,
-    ),
+    **{
+        generation: (
+            (gpt, f"T2S (GPT) weights the {generation} set uses"),
+            (sovits, f"SoVITS {generation} generator weights"),
+            *((SV_OFFICIAL_FILE,) if generation in PRO_GENERATIONS else ()),
+            *_SHARED_FILES,
+        )
+        for generation, (gpt, sovits) in GENERATION_FILES.items()
+        if generation != "v2"
+    },
 }
 
 
@@ -249,9 +242,9 @@ def check_revision(revision: str) -> str:
 
 
 def generation_files(generation: str) -> list[str]:
-    if generation not in GENERATION_FILES:
-        raise PullRefused(f"unknown generation {generation!r}; one of {', '.join(GENERATION_FILES)}")
-    return [name for name, _ in GENERATION_FILES[generation]]
+    if generation not in PULL_FILES:
+        raise PullRefused(f"unknown generation {generation!r}; one of {', '.join(PULL_FILES)}")
+    return [name for name, _ in PULL_FILES[generation]]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
-from api_min.deps import Caller, RuntimeDep, SyncCapacity, charge_characters
+from api_min.deps import Caller, RuntimeDep, SyncCapacity
 from api_min.routes.tts import respond
 from api_min.schemas import SynthesisParamsIn
 from jobs import models, sync
@@ -193,12 +193,12 @@ async def render(req: V2Request, caller: Identity, runtime: Runtime) -> Response
     stream = streaming(req.streaming_mode)
     params = params_of(req)
     assert req.text is not None and req.ref_audio_path is not None
-    await run_in_threadpool(charge_characters, runtime, caller, req.text)
     voice_id: uuid.UUID = await run_in_threadpool(sync.find_voice, runtime, caller.tenant_id, req.ref_audio_path)
     format_name, rate, mime = MEDIA_TYPES[media]
+    # Characters, the queued-job cap and the callback are admitted with the job (jobs.limits.admit_job).
     return await respond(
         runtime,
-        caller.tenant_id,
+        caller,
         text=req.text,
         voice_id=voice_id,
         language=language,

@@ -13,7 +13,7 @@ import pytest
 
 from infra.cli import main as voxmill
 from workers.assets import (
-    GENERATION_FILES,
+    PULL_FILES,
     PINNED_REVISION,
     FileMeta,
     PullRefused,
@@ -82,7 +82,7 @@ def test_official_file_names_per_generation() -> None:
         "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
         "gsv-v2final-pretrained/s2G2333k.pth",
     ]
-    for files in GENERATION_FILES.values():  # HuBERT and RoBERTa come with every generation
+    for files in PULL_FILES.values():  # HuBERT and RoBERTa come with every generation
         names = [n for n, _ in files]
         assert "chinese-hubert-base/pytorch_model.bin" in names and "chinese-roberta-wwm-ext-large/pytorch_model.bin" in names
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from db.models import Job, Segment, Voice, VoiceFeatureSet
+from db.models import Job, Segment, VoiceFeatureSet
 from jobs.runtime import Runtime
 from jobs.settings import Settings
 from tests.jobs.test_distributed import REFERENCE_TEXT, reference_wav, wait_job
@@ -124,9 +124,14 @@ def test_two_models_side_by_side_and_a_broken_model_fails_only_its_job(
         keys_a = set(session.scalars(select(Segment.content_key).where(Segment.job_id == row_a.id)))
         keys_b = set(session.scalars(select(Segment.content_key).where(Segment.job_id == row_b.id)))
         assert keys_a and keys_b and keys_a.isdisjoint(keys_b)
-        feature_keys = set(
-            session.scalars(select(VoiceFeatureSet.features_key).where(VoiceFeatureSet.voice_id == uuid.UUID(voice_b)))
-        ) | {session.get(Voice, uuid.UUID(voice_b)).features_key}  # type: ignore[union-attr]
+        # The features voice b's jobs ran with: those of b's SoVITS file, a v2ProPlus generation.
+        pro_rows = session.scalars(
+            select(VoiceFeatureSet).where(
+                VoiceFeatureSet.voice_id == uuid.UUID(voice_b), VoiceFeatureSet.sovits_sha256 == b.sovits_sha256
+            )
+        ).all()
+        assert [r.generation for r in pro_rows] == ["v2ProPlus"]
+        feature_keys = [r.features_key for r in pro_rows]
     cluster_settings = Settings(**{k[8:].lower(): v for k, v in cluster.env.items() if k.startswith("VOXMILL_")})
     storage = Runtime(cluster_settings).storage
     pro_features = [VoiceFeatures.from_bytes(storage.get(k)) for k in feature_keys if k]

@@ -77,7 +77,12 @@ class Settings(BaseSettings):
     t2s_batch_size: int = 8
     device: str = "cpu"
     precision: Literal["fp32", "fp16"] = "fp32"
-    sovits_runtime: Literal["torch", "onnx"] = "torch"
+    # T2S decode steps: "onnx" runs them in ONNX Runtime with the KV cache bound in place
+    # (workers/gpt/model/onnx_step.py), "torch" in eager torch. "auto": onnx on CPU, torch on GPU.
+    t2s_runtime: Literal["auto", "torch", "onnx"] = "auto"
+    # SoVITS decoder: ONNX Runtime (CPU default; within 1e-4 of torch, faster) or torch. Speeds
+    # other than 1 always run in torch. "auto": onnx on CPU, torch on GPU.
+    sovits_runtime: Literal["auto", "torch", "onnx"] = "auto"
 
     # Task policy.
     task_max_attempts: int = 5

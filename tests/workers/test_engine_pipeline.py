@@ -136,7 +136,8 @@ def test_onnx_decoder_matches_torch(runtime: Runtime, tiny_models: Path, tmp_pat
     features = VoiceFeatures.from_bytes(runtime.storage.get(voice.features_key or ""))
     params = SynthesisParams(noise_scale=0.0)
     semantic = runtime.semantic_engine.text_to_semantic("Compare the two runtimes.", "en", features, params)
-    torch_wave = runtime.acoustic_engine.synthesize(semantic, features, params)
+    torch_settings = runtime.settings.model_copy(update={"sovits_runtime": "torch"})
+    torch_wave = GPTSoVITSAcoustic(torch_settings).synthesize(semantic, features, params)
     onnx_settings = runtime.settings.model_copy(update={"sovits_runtime": "onnx"})
     onnx_wave = GPTSoVITSAcoustic(onnx_settings).synthesize(semantic, features, params)
     assert onnx_wave.samples.shape == torch_wave.samples.shape

@@ -5,6 +5,7 @@ Models are loaded once per process."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -19,6 +20,7 @@ from jobs.settings import Settings
 from workers.assets import ModelPaths, model_version as assets_model_version
 from workers.checkpoints import CheckpointError
 from workers.gpt.model import SamplingParams, T2SRequest, Text2SemanticModel, generate
+from workers.gpt.model.onnx_step import BoundStepSession, export_bound_step
 from workers.gpt.text import text_to_phones
 from workers.gpt.text.bert import BertFeatureExtractor
 from workers.gpt.text.segment import SENTENCE_MARKS
@@ -46,6 +48,26 @@ def _load_bert(path: Path, device: str, dtype: torch.dtype) -> BertFeatureExtrac
     return BertFeatureExtractor.load(path, device=device, dtype=dtype)
 
 
+def t2s_runtime(settings: Settings) -> str:
+    """"onnx" or "torch": the ONNX Runtime step wins on CPU (bench/render.py), GPU stays torch."""
+    if settings.t2s_runtime != "auto":
+        return settings.t2s_runtime
+    return "onnx" if settings.device == "cpu" else "torch"
+
+
+def _bound_step(model: Text2SemanticModel, paths: ModelPaths, version: str, device: str) -> BoundStepSession:
+    """The exported decode step of ``model``, written once beside the models (atomically, so
+    workers starting together never read half a file) and loaded with torch's thread count."""
+    dtype = str(model.dtype).removeprefix("torch.")
+    target = paths.root / "onnx" / f"t2s-step-{version.replace(':', '-')}-{dtype}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        export_bound_step(model, partial)
+        os.replace(partial, target)
+    return BoundStepSession(target, device=device, threads=torch.get_num_threads())
+
+
 def with_final_mark(text: str, language: str) -> str:
     """The official inference ends every text with a sentence mark so the model stops cleanly."""
     text = text.strip("\n")
@@ -64,6 +86,9 @@ class GPTSoVITSSemantic:
         except (CheckpointError, OSError, ValueError) as exc:
             raise PermanentJobError(str(exc), code="model_unavailable") from exc
         self.model_version = assets_model_version(paths)
+        self.step: BoundStepSession | None = None
+        if t2s_runtime(settings) == "onnx":
+            self.step = _bound_step(self.model, paths, self.model_version, settings.device)
         self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -125,7 +150,7 @@ class GPTSoVITSSemantic:
     ) -> list[SemanticTokens]:
         """Several segments of one voice in one batched T2S run (each stops on its own)."""
         prepared = [self.request(text, language, voice, params) for text, language in texts]
-        results = generate(self.model, [request for request, _ in prepared])
+        results = generate(self.model, [request for request, _ in prepared], step=self.step)
         # webui_tokens: exactly what the official inference hands to SoVITS (see T2SResult).
         return [
             SemanticTokens(tokens=result.webui_tokens.cpu().numpy().astype(np.int64), phones=np.asarray(ids, np.int64))

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # T2S decode steps: "onnx" runs them in ONNX Runtime with the KV cache bound in place
     # (workers/gpt/model/onnx_step.py), "torch" in eager torch. "auto": onnx on CPU, torch on GPU.
     t2s_runtime: Literal["auto", "torch", "onnx"] = "auto"
+    # Opt-in: int8 dynamic quantization of the ONNX T2S step (fp32 models only). It changes the
+    # tokens a little; bench/render.py prints agreement and distances against fp32.
+    t2s_quantize: Literal["none", "int8"] = "none"
     # SoVITS decoder: ONNX Runtime (CPU default; within 1e-4 of torch, faster) or torch. Speeds
     # other than 1 always run in torch. "auto": onnx on CPU, torch on GPU.
     sovits_runtime: Literal["auto", "torch", "onnx"] = "auto"

@@ -20,7 +20,7 @@ from jobs.settings import Settings
 from workers.assets import ModelPaths, model_version as assets_model_version
 from workers.checkpoints import CheckpointError
 from workers.gpt.model import SamplingParams, T2SRequest, Text2SemanticModel, generate
-from workers.gpt.model.onnx_step import BoundStepSession, export_bound_step
+from workers.gpt.model.onnx_step import BoundStepSession, export_bound_step, quantize_int8
 from workers.gpt.text import text_to_phones
 from workers.gpt.text.bert import BertFeatureExtractor
 from workers.gpt.text.segment import SENTENCE_MARKS
@@ -55,7 +55,9 @@ def t2s_runtime(settings: Settings) -> str:
     return "onnx" if settings.device == "cpu" else "torch"
 
 
-def _bound_step(model: Text2SemanticModel, paths: ModelPaths, version: str, device: str) -> BoundStepSession:
+def _bound_step(
+    model: Text2SemanticModel, paths: ModelPaths, version: str, device: str, int8: bool = False
+) -> BoundStepSession:
     """The exported decode step of ``model``, written once beside the models (atomically, so
     workers starting together never read half a file) and loaded with torch's thread count."""
     dtype = str(model.dtype).removeprefix("torch.")
@@ -65,6 +67,13 @@ def _bound_step(model: Text2SemanticModel, paths: ModelPaths, version: str, devi
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         export_bound_step(model, partial)
         os.replace(partial, target)
+    if int8:
+        quantized = target.with_name(target.name.replace(".onnx", "-int8.onnx"))
+        if not quantized.is_file():
+            partial = quantized.with_name(f"{quantized.name}.{os.getpid()}.partial")
+            quantize_int8(target, partial)
+            os.replace(partial, quantized)
+        target = quantized
     return BoundStepSession(target, device=device, threads=torch.get_num_threads())
 
 
@@ -88,7 +97,8 @@ class GPTSoVITSSemantic:
         self.model_version = assets_model_version(paths)
         self.step: BoundStepSession | None = None
         if t2s_runtime(settings) == "onnx":
-            self.step = _bound_step(self.model, paths, self.model_version, settings.device)
+            int8 = settings.t2s_quantize == "int8" and dtype == torch.float32
+            self.step = _bound_step(self.model, paths, self.model_version, settings.device, int8)
         self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -210,7 +210,8 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
     engine = create_engine(database_url)
     try:
         for queue in ("gpt", "sovits", "post"):
-            cluster.worker(queue)
+            # Full-size models load (and export their ONNX graphs once) before "ready".
+            cluster.start(f"worker-{queue}", "worker", "--queue", queue, ready="ready.", timeout=900)
         api = cluster.api()
         samples, rate = speech_wav(REFERENCE)
         voice = httpx.post(

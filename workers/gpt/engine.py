@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -153,6 +154,20 @@ class GPTSoVITSSemantic:
         self, text: str, language: str, voice: VoiceFeatures, params: SynthesisParams
     ) -> SemanticTokens:
         return self.text_to_semantic_batch([(text, language)], voice, params)[0]
+
+    @torch.inference_mode()
+    def text_to_semantic_many(
+        self, items: Sequence[tuple[str, str, VoiceFeatures, SynthesisParams]]
+    ) -> list[SemanticTokens]:
+        """Segments of any voices and settings in one batched T2S run (jobs.batching): prompts
+        of different lengths are left-padded and masked, and each keeps its own sampling
+        settings, seed and stop rule, so each gets the tokens it would get alone."""
+        prepared = [self.request(text, language, voice, params) for text, language, voice, params in items]
+        results = generate(self.model, [request for request, _ in prepared], step=self.step)
+        return [
+            SemanticTokens(tokens=result.webui_tokens.cpu().numpy().astype(np.int64), phones=np.asarray(ids, np.int64))
+            for result, (_, ids) in zip(results, prepared)
+        ]
 
     @torch.inference_mode()
     def text_to_semantic_batch(

@@ -71,10 +71,17 @@ def plan_book_job(runtime: Runtime, job: Job) -> list[lifecycle.PlannedSegment]:
 
 def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
     voice = voice_features(runtime, claim)
-    semantic = runtime.semantic_engine.text_to_semantic(claim.text, claim.language, voice, claim.params)
+    columns: dict[str, object] = {}
+    if runtime.settings.gpt_batch_size > 1:
+        # This task's segment joins the next batched T2S run of this worker (jobs.batching); the
+        # claim before and the completion after stay this task's own.
+        semantic, batch = runtime.semantic_batcher.submit((claim.text, claim.language, voice, claim.params))
+        columns = {"gpt_batch_id": batch.id, "gpt_batch_size": batch.size}
+    else:
+        semantic = runtime.semantic_engine.text_to_semantic(claim.text, claim.language, voice, claim.params)
     key = segment_object_key(claim.tenant_id, claim.content_key, "semantic.npz")
     stored = runtime.storage.put(key, semantic.to_bytes(), "application/octet-stream")
-    return StageOutput(columns={"semantic_key": key}, artifacts={"semantic": stored})
+    return StageOutput(columns={"semantic_key": key, **columns}, artifacts={"semantic": stored})
 
 
 def register(app: Celery) -> None:

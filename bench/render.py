@@ -226,42 +226,69 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
         warm = client.post("/v1/jobs", json={"text": "Warm up.", "voice_id": voice}).json()["id"]
         wait_for(lambda: client.get(f"/v1/jobs/{warm}").json()["status"] == "succeeded", 900, "warm-up", interval=0.5)
 
-        sentences = [f"Burst line {i}, on the quay." for i in range(burst)]  # short: a few minutes in all
-        started = time.perf_counter()
-        ids = [client.post("/v1/jobs", json={"text": s, "voice_id": voice}).json()["id"] for s in sentences]
+        def run_burst(label: str) -> None:
+            sentences = [f"{label} line {i}, on the quay." for i in range(burst)]  # short: minutes in all
+            started = time.perf_counter()
+            ids = [uuid.UUID(client.post("/v1/jobs", json={"text": s, "voice_id": voice}).json()["id"]) for s in sentences]
 
-        def done() -> bool:
+            def done() -> bool:
+                with engine.connect() as c:
+                    left = c.execute(
+                        select(Job.id).where(Job.id.in_(ids), Job.status.not_in(["succeeded", "failed", "cancelled"]))
+                    ).all()
+                return not left
+
+            wait_for(done, 1800, "the burst", interval=0.5)
+            wall = time.perf_counter() - started
             with engine.connect() as c:
-                left = c.execute(
-                    select(Job.id).where(Job.id.in_([uuid.UUID(i) for i in ids]), Job.status.not_in(["succeeded", "failed", "cancelled"]))
+                durations = c.execute(select(Segment.duration_s).where(Segment.job_id.in_(ids))).scalars().all()
+                failed = c.execute(select(Job.id).where(Job.id.in_(ids), Job.status != "succeeded")).all()
+                sizes = c.execute(select(Segment.gpt_batch_size).where(Segment.job_id.in_(ids))).scalars().all()
+                split = c.execute(
+                    text(
+                        """SELECT from_status, to_status, avg(extract(epoch FROM created_at - prev)) AS s, count(*) AS n
+                           FROM (SELECT entity, from_status, to_status, created_at,
+                                        lag(created_at) OVER (PARTITION BY entity_id ORDER BY id) AS prev
+                                 FROM state_transitions WHERE job_id = ANY(:ids) AND entity = 'segment') t
+                           WHERE prev IS NOT NULL GROUP BY from_status, to_status ORDER BY s DESC"""
+                    ),
+                    {"ids": ids},
                 ).all()
-            return not left
+                spans = {
+                    stage: c.execute(
+                        text(
+                            """SELECT extract(epoch FROM max(created_at) FILTER (WHERE to_status = :done)
+                                                   - min(created_at) FILTER (WHERE to_status = :running))
+                               FROM state_transitions WHERE job_id = ANY(:ids) AND entity = 'segment'"""
+                        ),
+                        {"ids": ids, "running": f"{stage}_running", "done": f"{stage}_done"},
+                    ).scalar_one()
+                    for stage in ("gpt", "sovits")
+                }
+            audio = sum(d or 0.0 for d in durations)
+            batched = [b for b in sizes if b]
+            mean_batch = f", mean T2S batch {statistics.mean(batched):.1f}" if batched else ""
+            print(f"{label}: {len(ids) - len(failed)}/{len(ids)} jobs succeeded, {audio:.1f} s of audio in "
+                  f"{wall:.1f} s wall = {audio / wall:.2f} audio s per wall s{mean_batch}")
+            for stage, span in spans.items():
+                if span:
+                    print(f"  {stage} stage: first claim to last done {float(span):.1f} s = "
+                          f"{audio / float(span):.2f} audio s per wall s")
+            print("  per-stage mean time of a segment (s), from its state transitions:")
+            for row in split:
+                print(f"    {row.from_status}->{row.to_status:<22}{float(row.s):8.2f}   (n={row.n})")
 
-        wait_for(done, 1800, "the burst", interval=0.5)
-        wall = time.perf_counter() - started
-        with engine.connect() as c:
-            durations = c.execute(select(Segment.duration_s).where(Segment.job_id.in_([uuid.UUID(i) for i in ids]))).scalars().all()
-            failed = c.execute(select(Job.id).where(Job.id.in_([uuid.UUID(i) for i in ids]), Job.status != "succeeded")).all()
-            split = c.execute(
-                text(
-                    """SELECT from_status, to_status, avg(extract(epoch FROM created_at - prev)) AS s, count(*) AS n
-                       FROM (SELECT entity, from_status, to_status, created_at,
-                                    lag(created_at) OVER (PARTITION BY entity_id ORDER BY id) AS prev
-                             FROM state_transitions WHERE job_id = ANY(:ids) AND entity = 'segment') t
-                       WHERE prev IS NOT NULL GROUP BY from_status, to_status ORDER BY s DESC"""
-                ),
-                {"ids": [uuid.UUID(i) for i in ids]},
-            ).all()
-        audio = sum(d or 0.0 for d in durations)
-        print(f"batching off (one segment per task, the only mode in this branch): {len(ids) - len(failed)}/{len(ids)} "
-              f"jobs succeeded, {audio:.1f} s of audio in {wall:.1f} s wall = {audio / wall:.2f} audio s per wall s")
-        print("  per-stage mean time of a segment (s), from its state transitions:")
-        for row in split:
-            print(f"    {row.from_status}->{row.to_status:<22}{float(row.s):8.2f}   (n={row.n})")
-        print("batching on: not measured: batching across jobs in the gpt/sovits pools is not built in this branch")
+        run_burst("batching off")
+        # The same pools, the gpt pool restarted batching: 8 threads, one batched T2S per group.
+        gpt = next(p for p in cluster.processes if p.name == "worker-gpt" and p.alive())
+        gpt.stop()
+        cluster.env.update(VOXMILL_GPT_BATCH_SIZE="8", VOXMILL_BATCH_WAIT_MS="50")
+        cluster.start("worker-gpt", "worker", "--queue", "gpt", "--name", "batched", ready="ready.", timeout=900)
+        run_burst("batching on (gpt pool, up to 8 segments, 50 ms wait)")
+        print("  (the sovits pool still decodes one segment per task: batching there is not built)")
 
         print(f"\n== 3. first audio byte of POST /v1/tts, {len(SENTENCE_60)}-character English sentence, "
-              f"{requests} requests one after another (load {load()})")
+              f"{requests} requests one after another, gpt pool batching (load {load()})")
         firsts, totals = [], []
         for i in range(requests):
             started = time.perf_counter()
@@ -297,6 +324,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch/onnxruntime threads in section 1")
     parser.add_argument("--models", type=Path, default=None, help="full-size random models (default: written to a temp dir)")
     parser.add_argument("--skip-pools", action="store_true", help="section 1 only")
+    parser.add_argument("--skip-step", action="store_true", help="sections 2 and 3 only")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -307,7 +335,10 @@ def main() -> int:
         started = time.perf_counter()
         make_tiny(models, full_size=True)
         print(f"full-size random models written in {time.perf_counter() - started:.0f} s")
-    step_section(ModelPaths.under(models), work, args.steps, args.rounds)
+    if args.skip_step:
+        print("\n== 1. T2S step: not measured: --skip-step")
+    else:
+        step_section(ModelPaths.under(models), work, args.steps, args.rounds)
     if args.skip_pools:
         print("\n== 2. burst through the pools: not measured: --skip-pools")
         print("== 3. first audio byte: not measured: --skip-pools")

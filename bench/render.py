@@ -224,7 +224,14 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
         client = httpx.Client(base_url=api, timeout=600)
         # Warm-up: the first job loads the models and exports the ONNX graphs in each worker.
         warm = client.post("/v1/jobs", json={"text": "Warm up.", "voice_id": voice}).json()["id"]
-        wait_for(lambda: client.get(f"/v1/jobs/{warm}").json()["status"] == "succeeded", 900, "warm-up", interval=0.5)
+        status = wait_for(
+            lambda: (s := client.get(f"/v1/jobs/{warm}").json())["status"] in ("succeeded", "failed", "cancelled") and s,
+            900,
+            "warm-up",
+            interval=0.5,
+        )
+        if status["status"] != "succeeded":
+            raise RuntimeError(f"the warm-up job ended {status['status']}: {status.get('error')}")
 
         def run_burst(label: str) -> None:
             sentences = [f"{label} line {i}, on the quay." for i in range(burst)]  # short: minutes in all
@@ -316,6 +323,9 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
 
 
 def main() -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the pools
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="T2S steps per timed run (section 1)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed runs per path (section 1)")

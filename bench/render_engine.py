@@ -9,12 +9,12 @@ import dataclasses
 
 from jobs.engine import SynthesisParams, VoiceFeatures
 from jobs.settings import Settings
-from workers.gpt.engine import GPTSoVITSSemantic
+from workers.gpt.engine import GPTSoVITSSemantic, model_version
 from workers.gpt.model import T2SRequest
 from workers.gpt.model.config import MIN_STEPS_BEFORE_EOS
 from workers.sovits.engine import create_acoustic_engine, create_voice_encoder
 
-__all__ = ["create_acoustic_engine", "create_semantic_engine", "create_voice_encoder"]
+__all__ = ["create_acoustic_engine", "create_semantic_engine", "create_voice_encoder", "model_version"]
 
 
 class FixedLengthSemantic(GPTSoVITSSemantic):

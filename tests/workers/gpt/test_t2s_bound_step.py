@@ -92,3 +92,25 @@ def test_generate_with_bound_step_equals_torch_on_a_ragged_batch(tmp_path: Path)
     assert [r.stop_reason for r in bound] == [r.stop_reason for r in reference]
     # Rows left at different steps, and 70 steps outgrew the first 32 spare cache columns twice.
     assert sorted(len(r.tokens) for r in reference) == [MIN_STEPS_BEFORE_EOS + 2, 40, 70]
+
+
+def test_tokens_are_reported_as_they_are_kept(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    model = random_model(T2SConfig(embedding_dim=64, hidden_dim=64, num_heads=4, num_layers=2), seed=6)
+    g = torch.Generator().manual_seed(2)
+    requests = [
+        T2SRequest(
+            phones=torch.randint(1, 732, (p,), generator=g),
+            bert=torch.randn(1024, p, generator=g),
+            prompt=torch.randint(0, 1024, (5,), generator=g),
+            seed=i,
+            params=SamplingParams(top_k=5, early_stop_num=-1, max_steps=steps),
+        )
+        for i, (p, steps) in enumerate([(7, 30), (11, 14)])
+    ]
+    reported: list[tuple[int, int]] = []
+    results = generate(model, requests, on_token=lambda row, token: reported.append((row, token)))
+    for row, result in enumerate(results):
+        assert [t for r, t in reported if r == row] == result.tokens.tolist()
+    # Interleaved step by step, not per request at the end.
+    assert [r for r, _ in reported[:4]] == [0, 1, 0, 1]

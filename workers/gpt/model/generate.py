@@ -26,7 +26,7 @@ and the webui silently drops the FIRST generated token. Reference-free runs retu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Protocol, Sequence
 
 import torch
 
@@ -262,11 +262,14 @@ def generate(
     requests: Sequence[T2SRequest],
     use_cache: bool = True,
     step: "BoundStepSession | None" = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[T2SResult]:
     """Decode every request in one batch; results in request order. ``use_cache=False``
     recomputes the whole sequence each step (benchmark baseline, same tokens). ``step``: run the
     decode steps in ONNX Runtime with that session (exported from this model by
-    ``onnx_step.export_bound_step``) instead of torch; the prefill and the sampler stay in torch."""
+    ``onnx_step.export_bound_step``) instead of torch; the prefill and the sampler stay in torch.
+    ``on_token(request_index, token)`` is called for every token as soon as it is kept (token
+    streaming: the same tokens, in order, that end in ``T2SResult.tokens``)."""
     if not requests:
         return []
     for r in requests:
@@ -331,6 +334,8 @@ def generate(
                 finish(row, "eos", idx)
                 continue
             kept[row].append(token)
+            if on_token is not None:
+                on_token(row, token)
             if early[row] != -1 and len(kept[row]) > early[row]:
                 finish(row, "early_stop", idx)
             elif idx == max_steps[row] - 1:

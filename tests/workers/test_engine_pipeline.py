@@ -167,3 +167,22 @@ def test_offline_demo_names_every_missing_file(tmp_path: Path) -> None:
     ):
         assert name in result.stderr
     assert "voxmill models pull" in result.stderr and "voxmill demo --tiny" in result.stderr
+
+
+def test_a_batch_across_voices_and_settings_equals_single_runs(runtime: Runtime) -> None:
+    """What the gpt pool's batching (jobs/batching.py) runs: segments of different voices
+    (prompted and reference-free), seeds and sampling settings in one T2S batch."""
+    from jobs.engine import VoiceFeatures
+
+    prompted = VoiceFeatures.from_bytes(runtime.storage.get(add_voice(runtime, REFERENCE_TEXT).features_key or ""))
+    free = VoiceFeatures.from_bytes(runtime.storage.get(add_voice(runtime, None).features_key or ""))
+    items = [
+        ("A first segment of one job.", "en", prompted, SynthesisParams(seed=3, top_k=5)),
+        ("Another job, another voice.", "en", free, SynthesisParams(seed=4, top_k=10, temperature=0.7)),
+        ("Greedy, and short.", "en", prompted, SynthesisParams(top_k=1)),
+    ]
+    engine = runtime.semantic_engine
+    batched = engine.text_to_semantic_many(items)  # type: ignore[attr-defined]
+    singles = [engine.text_to_semantic(*item) for item in items]
+    for b, s in zip(batched, singles):
+        assert np.array_equal(b.tokens, s.tokens) and np.array_equal(b.phones, s.phones)

@@ -233,8 +233,9 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
         if status["status"] != "succeeded":
             raise RuntimeError(f"the warm-up job ended {status['status']}: {status.get('error')}")
 
-        def run_burst(label: str) -> None:
-            sentences = [f"{label} line {i}, on the quay." for i in range(burst)]  # short: minutes in all
+        def run_burst(label: str, tag: str) -> None:
+            # Short, and the same shape in both runs (the tag only makes new content keys).
+            sentences = [f"Burst {tag} line {i}, on the quay." for i in range(burst)]
             started = time.perf_counter()
             ids = [uuid.UUID(client.post("/v1/jobs", json={"text": s, "voice_id": voice}).json()["id"]) for s in sentences]
 
@@ -285,13 +286,13 @@ def pools_section(models: Path, work: Path, burst: int, requests: int) -> None:
             for row in split:
                 print(f"    {row.from_status}->{row.to_status:<22}{float(row.s):8.2f}   (n={row.n})")
 
-        run_burst("batching off")
+        run_burst("batching off", "A")
         # The same pools, the gpt pool restarted batching: 8 threads, one batched T2S per group.
         gpt = next(p for p in cluster.processes if p.name == "worker-gpt" and p.alive())
         gpt.stop()
         cluster.env.update(VOXMILL_GPT_BATCH_SIZE="8", VOXMILL_BATCH_WAIT_MS="50")
         cluster.start("worker-gpt", "worker", "--queue", "gpt", "--name", "batched", ready="ready.", timeout=900)
-        run_burst("batching on (gpt pool, up to 8 segments, 50 ms wait)")
+        run_burst("batching on (gpt pool, up to 8 segments, 50 ms wait)", "B")
         print("  (the sovits pool still decodes one segment per task: batching there is not built)")
 
         print(f"\n== 3. first audio byte of POST /v1/tts, {len(SENTENCE_60)}-character English sentence, "

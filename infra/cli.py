@@ -67,8 +67,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     start_worker_exporter(args.queue, port, settings.metrics_addr)
     pool, concurrency = DEFAULT_POOLS[args.queue]
     if args.queue == "gpt" and settings.gpt_batch_size > 1:
-        # Batching across jobs (jobs/batching.py): one thread per message of a batch, one model.
-        pool, concurrency = "threads", settings.gpt_batch_size
+        # Batching across jobs (jobs/batching.py): one thread per message, one model. Twice the
+        # batch size, so the next batch fills while one runs; with only N threads the batches
+        # alternate in size (3 + 5 for N = 8, measured by bench/render.py).
+        pool, concurrency = "threads", 2 * settings.gpt_batch_size
     pool = args.pool or pool
     concurrency = args.concurrency or concurrency
     if pool in ("solo", "threads") and args.queue in ("gpt", "sovits") and not args.lazy:

@@ -75,9 +75,9 @@ class Settings(BaseSettings):
     gpt_checkpoint: Path | None = None
     sovits_checkpoint: Path | None = None
     t2s_batch_size: int = 8
-    # Batching across jobs in the gpt pool (jobs/batching.py): a worker runs this many threads,
-    # each holding one message, and renders the segments that are ready together in one batched
-    # T2S; 1 = off (one segment per task). A batch waits at most batch_wait_ms for more segments
+    # Batching across jobs in the gpt pool (jobs/batching.py): a worker runs twice this many
+    # threads, each holding one message, and renders up to this many ready segments together in
+    # one batched T2S; 1 = off (one segment per task). A batch waits at most batch_wait_ms for more segments
     # after its first arrived, so a lone segment is delayed by that much at most.
     gpt_batch_size: int = 1
     batch_wait_ms: float = 30.0

@@ -76,7 +76,7 @@ def test_a_batch_forms_across_two_jobs_in_a_real_gpt_worker(cluster_factory: Any
         VOXMILL_BATCH_WAIT_MS="3000",
     )
     api = start_pools(cluster)
-    assert "concurrency: 4 (thread)" in next(p for p in cluster.processes if p.name == "worker-gpt").log()
+    assert "concurrency: 8 (thread)" in next(p for p in cluster.processes if p.name == "worker-gpt").log()
     voice_id = create_voice(api)
     jobs = [
         httpx.post(f"{api}/v1/jobs", json={"text": text, "voice_id": voice_id, "language": "en"}, timeout=30).json()["id"]

@@ -5,6 +5,7 @@ Models are loaded once per process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from workers.gpt.text.bert import BertFeatureExtractor
 from workers.gpt.text.segment import SENTENCE_MARKS
 
 _PROMPT_CACHE_SIZE = 256
+log = logging.getLogger("voxmill.gpt")
 # A runaway guard the official inference lacks: normal speech takes about 2 semantic tokens
 # (25 Hz) per phone, so 6 per phone plus a margin never cuts real speech short, but stops a model
 # that never emits EOS (a bad fine-tune, or the random models of `voxmill demo --tiny`) long
@@ -99,7 +101,12 @@ class GPTSoVITSSemantic:
         self.step: BoundStepSession | None = None
         if t2s_runtime(settings) == "onnx":
             int8 = settings.t2s_quantize == "int8" and dtype == torch.float32
-            self.step = _bound_step(self.model, paths, self.model_version, settings.device, int8)
+            try:
+                self.step = _bound_step(self.model, paths, self.model_version, settings.device, int8)
+            except Exception:
+                if settings.t2s_runtime == "onnx":  # asked for by name: fail loudly
+                    raise
+                log.exception("the ONNX T2S step could not be exported or loaded; decoding in torch")
         self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 

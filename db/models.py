@@ -243,6 +243,10 @@ class Segment(Base):
     waveform_key: Mapped[str | None] = mapped_column(String(512))
     audio_key: Mapped[str | None] = mapped_column(String(512))
     duration_s: Mapped[float | None] = mapped_column(Float)
+    # The batched T2S run (jobs.batching) that rendered the segment's tokens, and its size;
+    # NULL when the gpt pool renders one segment per task.
+    gpt_batch_id: Mapped[str | None] = mapped_column(String(36))
+    gpt_batch_size: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -102,9 +102,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     port = args.metrics_port if args.metrics_port is not None else worker_port(args.queue, settings.metrics_port)
     start_worker_exporter(args.queue, port, settings.metrics_addr)
     pool, concurrency = DEFAULT_POOLS[args.queue]
+    if args.queue == "gpt" and settings.gpt_batch_size > 1:
+        # Batching across jobs (jobs/batching.py): one thread per message, one model. Twice the
+        # batch size, so the next batch fills while one runs; with only N threads the batches
+        # alternate in size (3 + 5 for N = 8, measured by bench/render.py).
+        pool, concurrency = "threads", 2 * settings.gpt_batch_size
     pool = args.pool or pool
     concurrency = args.concurrency or concurrency
-    if pool == "solo" and args.queue in ("gpt", "sovits") and not args.lazy:
+    if pool in ("solo", "threads") and args.queue in ("gpt", "sovits") and not args.lazy:
         _preload(runtime, args.queue)
     if pool != "prefork":
         # Celery recycles prefork children by memory itself; solo and thread pools recycle the
@@ -136,6 +141,8 @@ def _preload(runtime: Any, queue: str) -> None:
     """Load the queue's models before taking the first message, so the first task is not slow."""
     if queue == "gpt":
         runtime.semantic_engine
+        if runtime.settings.gpt_batch_size > 1:
+            runtime.semantic_batcher
     else:
         runtime.acoustic_engine
         runtime.voice_encoder

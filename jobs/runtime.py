@@ -27,7 +27,8 @@ from jobs.storage import Storage, create_storage
 if TYPE_CHECKING:
     from celery import Celery
 
-    from jobs.engine import AcousticEngine, SemanticEngine, VoiceEncoder
+    from jobs.batching import MicroBatcher, SemanticItem
+    from jobs.engine import AcousticEngine, SemanticEngine, SemanticTokens, VoiceEncoder
     from jobs.model_cache import ModelEngines
     from jobs.models import ModelRef
 
@@ -106,6 +107,13 @@ class Runtime:
         from jobs.engine import create_semantic_engine
 
         return create_semantic_engine(self.settings)
+
+    @cached_property
+    def semantic_batcher(self) -> "MicroBatcher[SemanticItem, SemanticTokens]":
+        """Groups the gpt pool's ready segments into batched T2S runs (``gpt_batch_size`` > 1)."""
+        from jobs.batching import semantic_batcher
+
+        return semantic_batcher(self.semantic_engine, self.settings)
 
     @cached_property
     def acoustic_engine(self) -> "AcousticEngine":

@@ -88,9 +88,23 @@ class Settings(BaseSettings):
     model_cache_max_models: int = 4
     model_cache_max_bytes: int = 2 * 1024 * 1024 * 1024
     t2s_batch_size: int = 8
+    # Batching across jobs in the gpt pool (jobs/batching.py): a worker runs twice this many
+    # threads, each holding one message, and renders up to this many ready segments together in
+    # one batched T2S; 1 = off (one segment per task). A batch waits at most batch_wait_ms for more segments
+    # after its first arrived, so a lone segment is delayed by that much at most.
+    gpt_batch_size: int = 1
+    batch_wait_ms: float = 30.0
     device: str = "cpu"
     precision: Literal["fp32", "fp16"] = "fp32"
-    sovits_runtime: Literal["torch", "onnx"] = "torch"
+    # T2S decode steps: "onnx" runs them in ONNX Runtime with the KV cache bound in place
+    # (workers/gpt/model/onnx_step.py), "torch" in eager torch. "auto": onnx on CPU, torch on GPU.
+    t2s_runtime: Literal["auto", "torch", "onnx"] = "auto"
+    # Opt-in: int8 dynamic quantization of the ONNX T2S step (fp32 models only). It changes the
+    # tokens a little; bench/render.py prints agreement and distances against fp32.
+    t2s_quantize: Literal["none", "int8"] = "none"
+    # SoVITS decoder: ONNX Runtime (CPU default; within 1e-4 of torch, faster) or torch. Speeds
+    # other than 1 always run in torch. "auto": onnx on CPU, torch on GPU.
+    sovits_runtime: Literal["auto", "torch", "onnx"] = "auto"
 
     # Task policy.
     task_max_attempts: int = 5

@@ -172,7 +172,8 @@ def test_onnx_decoder_matches_torch(runtime: Runtime, tiny_models: Path, tmp_pat
     features = VoiceFeatures.from_bytes(runtime.storage.get(voice.features_key or ""))
     params = SynthesisParams(noise_scale=0.0)
     semantic = runtime.semantic_engine.text_to_semantic("Compare the two runtimes.", "en", features, params)
-    torch_wave = runtime.acoustic_engine.synthesize(semantic, features, params)
+    torch_settings = runtime.settings.model_copy(update={"sovits_runtime": "torch"})
+    torch_wave = GPTSoVITSAcoustic(torch_settings).synthesize(semantic, features, params)
     onnx_settings = runtime.settings.model_copy(update={"sovits_runtime": "onnx"})
     onnx_wave = GPTSoVITSAcoustic(onnx_settings).synthesize(semantic, features, params)
     assert onnx_wave.samples.shape == torch_wave.samples.shape
@@ -215,3 +216,22 @@ def test_make_tiny_writes_a_small_sv_model_for_pro_generations_only(tiny_models:
     verifier = SpeakerVerifier.load(sv_path)
     assert verifier.config == SMALL_SV_CONFIG
     assert verifier.embed(np.zeros(3200, dtype=np.float32) + 0.01).shape == (1, 2560)
+
+
+def test_a_batch_across_voices_and_settings_equals_single_runs(runtime: Runtime) -> None:
+    """What the gpt pool's batching (jobs/batching.py) runs: segments of different voices
+    (prompted and reference-free), seeds and sampling settings in one T2S batch."""
+    from jobs.engine import VoiceFeatures
+
+    prompted = VoiceFeatures.from_bytes(runtime.storage.get(add_voice(runtime, REFERENCE_TEXT).features_key or ""))
+    free = VoiceFeatures.from_bytes(runtime.storage.get(add_voice(runtime, None).features_key or ""))
+    items = [
+        ("A first segment of one job.", "en", prompted, SynthesisParams(seed=3, top_k=5)),
+        ("Another job, another voice.", "en", free, SynthesisParams(seed=4, top_k=10, temperature=0.7)),
+        ("Greedy, and short.", "en", prompted, SynthesisParams(top_k=1)),
+    ]
+    engine = runtime.semantic_engine
+    batched = engine.text_to_semantic_many(items)  # type: ignore[attr-defined]
+    singles = [engine.text_to_semantic(*item) for item in items]
+    for b, s in zip(batched, singles):
+        assert np.array_equal(b.tokens, s.tokens) and np.array_equal(b.phones, s.phones)

@@ -5,8 +5,11 @@ Models are loaded once per process."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,12 +22,14 @@ from jobs.settings import Settings
 from workers.assets import ModelPaths, model_version as assets_model_version
 from workers.checkpoints import CheckpointError
 from workers.gpt.model import SamplingParams, T2SRequest, Text2SemanticModel, generate
+from workers.gpt.model.onnx_step import BoundStepSession, export_bound_step, quantize_int8
 from workers.gpt.text import text_to_phones
 from workers.gpt.text.bert import BertFeatureExtractor
 from workers.gpt.text.segment import SENTENCE_MARKS
 from workers.gpt.text.symbols import phone_ids_for
 
 _PROMPT_CACHE_SIZE = 256
+log = logging.getLogger("voxmill.gpt")
 # A runaway guard the official inference lacks: normal speech takes about 2 semantic tokens
 # (25 Hz) per phone, so 6 per phone plus a margin never cuts real speech short, but stops a model
 # that never emits EOS (a bad fine-tune, or the random models of `voxmill demo --tiny`) long
@@ -46,6 +51,35 @@ def _load_t2s(path: Path, device: str, dtype: torch.dtype) -> Text2SemanticModel
 @lru_cache(maxsize=2)
 def _load_bert(path: Path, device: str, dtype: torch.dtype) -> BertFeatureExtractor:
     return BertFeatureExtractor.load(path, device=device, dtype=dtype)
+
+
+def t2s_runtime(settings: Settings) -> str:
+    """"onnx" or "torch": the ONNX Runtime step wins on CPU (bench/render.py), GPU stays torch."""
+    if settings.t2s_runtime != "auto":
+        return settings.t2s_runtime
+    return "onnx" if settings.device == "cpu" else "torch"
+
+
+def _bound_step(
+    model: Text2SemanticModel, paths: ModelPaths, version: str, device: str, int8: bool = False
+) -> BoundStepSession:
+    """The exported decode step of ``model``, written once beside the models (atomically, so
+    workers starting together never read half a file) and loaded with torch's thread count."""
+    dtype = str(model.dtype).removeprefix("torch.")
+    target = paths.root / "onnx" / f"t2s-step-{version.replace(':', '-')}-{dtype}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        export_bound_step(model, partial)
+        os.replace(partial, target)
+    if int8:
+        quantized = target.with_name(target.name.replace(".onnx", "-int8.onnx"))
+        if not quantized.is_file():
+            partial = quantized.with_name(f"{quantized.name}.{os.getpid()}.partial")
+            quantize_int8(target, partial)
+            os.replace(partial, quantized)
+        target = quantized
+    return BoundStepSession(target, device=device, threads=torch.get_num_threads())
 
 
 def with_final_mark(text: str, language: str) -> str:
@@ -75,6 +109,15 @@ class GPTSoVITSSemantic:
                 raise PermanentJobError(f"{gpt_path}: {exc}", code="model_corrupt") from exc
         self.model_version = version or assets_model_version(paths)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.step: BoundStepSession | None = None
+        if t2s_runtime(settings) == "onnx":
+            int8 = settings.t2s_quantize == "int8" and dtype == torch.float32
+            try:
+                self.step = _bound_step(self.model, paths, self.model_version, settings.device, int8)
+            except Exception:
+                if settings.t2s_runtime == "onnx":  # asked for by name: fail loudly
+                    raise
+                log.exception("the ONNX T2S step could not be exported or loaded; decoding in torch")
         self._prompts: OrderedDict[tuple[str, str], tuple[list[int], torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -136,12 +179,23 @@ class GPTSoVITSSemantic:
         return self.text_to_semantic_batch([(text, language)], voice, params)[0]
 
     @torch.inference_mode()
+    def text_to_semantic_many(
+        self, items: Sequence[tuple[str, str, VoiceFeatures, SynthesisParams]]
+    ) -> list[SemanticTokens]:
+        """Segments of any voices and settings in one batched T2S run (jobs.batching): prompts
+        of different lengths are left-padded and masked, and each keeps its own sampling
+        settings, seed and stop rule, so each gets the tokens it would get alone."""
+        return self._generate([self.request(text, language, voice, params) for text, language, voice, params in items])
+
+    @torch.inference_mode()
     def text_to_semantic_batch(
         self, texts: list[tuple[str, str]], voice: VoiceFeatures, params: SynthesisParams
     ) -> list[SemanticTokens]:
         """Several segments of one voice in one batched T2S run (each stops on its own)."""
-        prepared = [self.request(text, language, voice, params) for text, language in texts]
-        results = generate(self.model, [request for request, _ in prepared])
+        return self._generate([self.request(text, language, voice, params) for text, language in texts])
+
+    def _generate(self, prepared: list[tuple[T2SRequest, list[int]]]) -> list[SemanticTokens]:
+        results = generate(self.model, [request for request, _ in prepared], step=self.step)
         # webui_tokens: exactly what the official inference hands to SoVITS (see T2SResult).
         # Any stop but EOS (the runaway guard, early_stop_num, the official step cap) is "cap".
         return [

@@ -96,12 +96,22 @@ def plan_book_job(runtime: Runtime, job: Job, label: str) -> list[lifecycle.Plan
 
 def synthesize_semantic(runtime: Runtime, claim: StageClaim) -> StageOutput:
     voice = voice_features(runtime, claim)
-    semantic = runtime.semantic_engine_for(claim.model).text_to_semantic(claim.text, claim.language, voice, claim.params)
+    columns: dict[str, object] = {}
+    if runtime.settings.gpt_batch_size > 1 and claim.model is None:
+        # This task's segment joins the next batched T2S run of this worker (jobs.batching); the
+        # claim before and the completion after stay this task's own. Segments on registered
+        # models run one by one: a batch shares one model's weights.
+        semantic, batch = runtime.semantic_batcher.submit((claim.text, claim.language, voice, claim.params))
+        columns = {"gpt_batch_id": batch.id, "gpt_batch_size": batch.size}
+    else:
+        semantic = runtime.semantic_engine_for(claim.model).text_to_semantic(
+            claim.text, claim.language, voice, claim.params
+        )
     key = segment_object_key(claim.tenant_id, claim.content_key, "semantic.npz")
     stored = runtime.storage.put(key, semantic.to_bytes(), "application/octet-stream")
     metrics.T2S_STOPS.labels(semantic.stop_reason or "unknown").inc()
     return StageOutput(
-        columns={"semantic_key": key, "stop_reason": semantic.stop_reason}, artifacts={"semantic": stored}
+        columns={"semantic_key": key, "stop_reason": semantic.stop_reason, **columns}, artifacts={"semantic": stored}
     )
 
 

@@ -26,13 +26,16 @@ and the webui silently drops the FIRST generated token. Reference-free runs retu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Protocol, Sequence
 
 import torch
 
 from .config import BERT_DIM, MIN_STEPS_BEFORE_EOS
 from .sampling import SamplingParams, apply_repetition_penalty, sample
 from .t2s import KVCache, Text2SemanticModel
+
+if TYPE_CHECKING:
+    from .onnx_step import BoundStepSession
 
 StopReason = Literal["eos", "early_stop", "max_steps"]
 
@@ -102,7 +105,12 @@ class _CachedDecoder:
     """Prefill once, then one position per step through the KV cache."""
 
     def __init__(
-        self, model: Text2SemanticModel, texts: list[torch.Tensor], prompts: list[torch.Tensor], budget: int
+        self,
+        model: Text2SemanticModel,
+        texts: list[torch.Tensor],
+        prompts: list[torch.Tensor],
+        budget: int,
+        grow_by: int = 256,
     ) -> None:
         self.model = model
         seqs = [
@@ -111,8 +119,9 @@ class _CachedDecoder:
         ]
         self.x, self.mask, self.offsets = _pack(seqs, [t.shape[0] for t in texts])
         self.cache = KVCache.empty(
-            model.config, len(seqs), self.x.shape[1] + min(budget, 256), model.device, model.dtype
+            model.config, len(seqs), self.x.shape[1] + min(budget, grow_by), model.device, model.dtype
         )
+        self.cache.grow_by = grow_by
 
     def first(self) -> torch.Tensor:
         return self.model(self.x, self.mask, self.cache)
@@ -128,6 +137,72 @@ class _CachedDecoder:
     def keep(self, rows: torch.Tensor) -> None:
         self.cache.keep_rows(rows)
         self.offsets = self.offsets[rows]
+
+
+class _BoundDecoder(_CachedDecoder):
+    """Prefill in torch, then every step in ONNX Runtime (``onnx_step.BoundStepSession``), which
+    reads the KV cache tensors in place and returns only the new position's keys and values; we
+    write those into the cache's next column. The cache grows in small chunks because the graph
+    scores every column of it (masked ones included)."""
+
+    def __init__(
+        self,
+        model: Text2SemanticModel,
+        texts: list[torch.Tensor],
+        prompts: list[torch.Tensor],
+        budget: int,
+        session: "BoundStepSession",
+    ) -> None:
+        super().__init__(model, texts, prompts, budget, grow_by=32)
+        self.session = session
+
+    def first(self) -> torch.Tensor:
+        logits = super().first()
+        self._bind()
+        return logits
+
+    def _bind(self) -> None:
+        """(Re)bind every input and output: after the prefill, a growth or a batch change."""
+        cache, cfg = self.cache, self.model.config
+        layers, b, heads, capacity, head_dim = cache.k.shape
+        cols = torch.arange(capacity, device=cache.k.device).unsqueeze(0)
+        self.key_mask = (cols >= self.offsets.unsqueeze(1)) & (cols < cache.length)  # [b, cap]
+        self.tokens = torch.zeros(b, dtype=torch.long, device=cache.k.device)
+        self.positions = torch.zeros_like(self.tokens)
+        self.logits = cache.k.new_empty(b, cfg.vocab_size)
+        self.new_k = cache.k.new_empty(layers, b, heads, head_dim)
+        self.new_v = torch.empty_like(self.new_k)
+        self.binding = self.session.binding()
+        bind = self.session.bind
+        for name, tensor in (
+            ("tokens", self.tokens),
+            ("positions", self.positions),
+            ("past_k", cache.k),
+            ("past_v", cache.v),
+            ("key_mask", self.key_mask),
+        ):
+            bind(self.binding, name, tensor)
+        for name, tensor in (("logits", self.logits), ("new_k", self.new_k), ("new_v", self.new_v)):
+            bind(self.binding, name, tensor, output=True)
+
+    def next(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The returned logits live in a bound buffer that the following step overwrites."""
+        cache = self.cache
+        if cache.length == cache.k.shape[3]:
+            cache.grow(cache.length + 1)
+            self._bind()
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.session.run(self.binding)
+        cache.k[:, :, :, cache.length] = self.new_k
+        cache.v[:, :, :, cache.length] = self.new_v
+        self.key_mask[:, cache.length] = True
+        cache.length += 1
+        return self.logits
+
+    def keep(self, rows: torch.Tensor) -> None:
+        super().keep(rows)
+        self._bind()
 
 
 class _RecomputeDecoder:
@@ -183,10 +258,18 @@ def _check(model: Text2SemanticModel, r: T2SRequest) -> None:
 
 @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
 def generate(
-    model: Text2SemanticModel, requests: Sequence[T2SRequest], use_cache: bool = True
+    model: Text2SemanticModel,
+    requests: Sequence[T2SRequest],
+    use_cache: bool = True,
+    step: "BoundStepSession | None" = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[T2SResult]:
     """Decode every request in one batch; results in request order. ``use_cache=False``
-    recomputes the whole sequence each step (benchmark baseline, same tokens)."""
+    recomputes the whole sequence each step (benchmark baseline, same tokens). ``step``: run the
+    decode steps in ONNX Runtime with that session (exported from this model by
+    ``onnx_step.export_bound_step``) instead of torch; the prefill and the sampler stay in torch.
+    ``on_token(request_index, token)`` is called for every token as soon as it is kept (token
+    streaming: the same tokens, in order, that end in ``T2SResult.tokens``)."""
     if not requests:
         return []
     for r in requests:
@@ -206,7 +289,10 @@ def generate(
     decoder: _Decoder
     if use_cache:
         texts = [model.embed_text(p, b) for p, b in zip(phones, berts)]
-        decoder = _CachedDecoder(model, texts, prompts, max(max_steps))
+        if step is not None:
+            decoder = _BoundDecoder(model, texts, prompts, max(max_steps), step)
+        else:
+            decoder = _CachedDecoder(model, texts, prompts, max(max_steps))
     else:
         decoder = _RecomputeDecoder(model, phones, berts, prompts)
 
@@ -248,6 +334,8 @@ def generate(
                 finish(row, "eos", idx)
                 continue
             kept[row].append(token)
+            if on_token is not None:
+                on_token(row, token)
             if early[row] != -1 and len(kept[row]) > early[row]:
                 finish(row, "early_stop", idx)
             elif idx == max_steps[row] - 1:

@@ -149,12 +149,13 @@ class KVCache:
         ``Stack``) and return this layer's full history."""
         end = self.length + k.shape[2]
         if end > self.k.shape[3]:
-            self._grow(end)
+            self.grow(end)
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def _grow(self, needed: int) -> None:
+    def grow(self, needed: int) -> None:
+        """Make room for at least ``needed`` positions (one copy; amortised by ``grow_by``)."""
         extra = max(needed - self.k.shape[3], self.grow_by)
         pad = list(self.k.shape)
         pad[3] = extra

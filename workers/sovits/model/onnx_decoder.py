@@ -104,6 +104,9 @@ class OnnxDecoder:
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        # No spinning between ops: on shared CPU hosts a spinning pool steals the core the
+        # other threads (and the other pools) need; same numbers either way.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(path), sess_options=options, providers=providers or default_providers(device)
         )

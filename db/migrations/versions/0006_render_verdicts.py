@@ -2,7 +2,7 @@
 attempts and the render cache (a reused segment keeps its render's verdict)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-08 04:40:00.000000
 """
 

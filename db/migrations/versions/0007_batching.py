@@ -1,7 +1,7 @@
 """segments.gpt_batch_id / gpt_batch_size: which batched T2S run rendered a segment
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-08 04:50:00.000000
 """
 

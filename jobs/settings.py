@@ -232,6 +232,12 @@ class Settings(BaseSettings):
         return self.mode == "embedded"
 
     @property
+    def compiled_dir(self) -> Path:
+        """Where workers keep what they compile from the models (ONNX graphs): under ``home``,
+        which is writable, never beside the models, which a deployment mounts read-only."""
+        return self.home / "compiled"
+
+    @property
     def db_url(self) -> str:
         assert self.database_url is not None
         return self.database_url

@@ -108,3 +108,17 @@ def test_pro_voice_encoding_without_the_sv_file_fails_with_a_clear_code(tmp_path
     with pytest.raises(PermanentJobError) as info:
         encoder.encode([_tone_clip(3.0, 170.0)], None, "en")
     assert info.value.code == "model_unavailable" and "pretrained_eres2netv2w24s4ep4" in str(info.value)
+
+
+def test_onnx_graphs_are_compiled_under_home_never_beside_the_models(tmp_path: Path) -> None:
+    """Deployments mount the models read-only (infra/k8s, infra/compose): the exported graphs go
+    to ``$VOXMILL_HOME/compiled``."""
+    root = tmp_path / "models"
+    make_tiny(root)
+    settings = Settings(home=tmp_path / "home", models_dir=root, t2s_runtime="onnx", sovits_runtime="onnx")
+    semantic, acoustic = GPTSoVITSSemantic(settings), GPTSoVITSAcoustic(settings)
+    assert semantic.step is not None and acoustic.onnx is not None
+    compiled = sorted(p.name for p in settings.compiled_dir.iterdir())
+    assert any(name.startswith("t2s-step-") for name in compiled), compiled
+    assert any(name.startswith("sovits-decoder-") for name in compiled), compiled
+    assert not list(root.rglob("*.onnx"))

@@ -61,12 +61,12 @@ def t2s_runtime(settings: Settings) -> str:
 
 
 def _bound_step(
-    model: Text2SemanticModel, paths: ModelPaths, version: str, device: str, int8: bool = False
+    model: Text2SemanticModel, folder: Path, version: str, device: str, int8: bool = False
 ) -> BoundStepSession:
-    """The exported decode step of ``model``, written once beside the models (atomically, so
+    """The exported decode step of ``model``, written once into ``folder`` (atomically, so
     workers starting together never read half a file) and loaded with torch's thread count."""
     dtype = str(model.dtype).removeprefix("torch.")
-    target = paths.root / "onnx" / f"t2s-step-{version.replace(':', '-')}-{dtype}.onnx"
+    target = folder / f"t2s-step-{version.replace(':', '-')}-{dtype}.onnx"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
@@ -113,7 +113,7 @@ class GPTSoVITSSemantic:
         if t2s_runtime(settings) == "onnx":
             int8 = settings.t2s_quantize == "int8" and dtype == torch.float32
             try:
-                self.step = _bound_step(self.model, paths, self.model_version, settings.device, int8)
+                self.step = _bound_step(self.model, settings.compiled_dir, self.model_version, settings.device, int8)
             except Exception:
                 if settings.t2s_runtime == "onnx":  # asked for by name: fail loudly
                     raise

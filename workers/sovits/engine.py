@@ -72,7 +72,12 @@ class GPTSoVITSAcoustic:
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.onnx = None
         if sovits_runtime(settings) == "onnx":
-            self.onnx = _onnx_decoder(self.model, self.paths, self.model_version, self.device)
+            try:
+                self.onnx = _onnx_decoder(self.model, settings.compiled_dir, self.model_version, self.device)
+            except Exception:
+                if settings.sovits_runtime == "onnx":  # asked for by name: fail loudly
+                    raise
+                log.exception("the ONNX SoVITS decoder could not be exported or loaded; decoding in torch")
         # torch's CPU kernels are thread-safe, but one model serving two threads at once only
         # halves each one's speed; a lock keeps a threads pool honest.
         self._lock = threading.Lock()
@@ -111,10 +116,10 @@ class GPTSoVITSAcoustic:
         return Waveform(samples.astype(np.float32), SAMPLE_RATE)
 
 
-def _onnx_decoder(model: SoVITSModel, paths: ModelPaths, version: str, device: str) -> object:
+def _onnx_decoder(model: SoVITSModel, folder: Path, version: str, device: str) -> object:
     from workers.sovits.model.onnx_decoder import OnnxDecoder, export_decoder
 
-    target = paths.root / "onnx" / f"sovits-decoder-{version.replace(':', '-')}.onnx"
+    target = folder / f"sovits-decoder-{version.replace(':', '-')}.onnx"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: workers starting together never load half a file.

@@ -20,9 +20,9 @@ environment. Named volumes and the network get the project's name as a prefix; `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,10 @@ def run_args(model: dict[str, Any], service: str, project: str) -> list[str]:
     if "stop_grace_period" in spec:
         args += ["--stop-timeout", str(_seconds(spec["stop_grace_period"]))]
     check = spec.get("healthcheck")
-    if check and not check.get("disable"):
-        args += ["--health-cmd", json.dumps(check["test"])]
+    if check and not check.get("disable") and check["test"][0] != "NONE":
+        # podman 4.3 takes the check as one shell string (a JSON array is not parsed).
+        test = check["test"]
+        args += ["--health-cmd", test[1] if test[0] == "CMD-SHELL" else shlex.join(test[1:])]
         # The interval is for a scheduler; here smoke.sh runs the check itself.
         args += ["--health-interval", "disable", "--health-retries", str(check.get("retries", 3))]
     args.append(spec["image"])

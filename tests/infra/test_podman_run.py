@@ -29,7 +29,7 @@ def test_the_offline_sovits_pool_runs_the_cpu_image_without_a_gpu(monkeypatch: p
     assert args[args.index("--volume") + 1] == "proj_models:/models:ro"
     assert args[-4:] == ["voxmill", "worker", "--queue", "sovits"]
     # `$$` is a literal dollar: the healthcheck reads the port inside the container.
-    assert "${VOXMILL_METRICS_PORT:-9101}" in args[args.index("--health-cmd") + 1]
+    assert "${VOXMILL_METRICS_PORT:-9101}/metrics" in args[args.index("--health-cmd") + 1]
 
 
 def test_offline_services_use_local_images_and_publish_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:

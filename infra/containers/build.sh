@@ -15,6 +15,7 @@
 #   TORCH_SPEC            the torch requirement installed first (torch==2.13.0)
 #   PIP_EXTRA_INDEX_URL   passed to the torch install, e.g. https://download.pytorch.org/whl/cpu
 #   DEBIAN_MIRROR         debootstrap's mirror (http://deb.debian.org/debian)
+# Images are written in docker format: the OCI format has no HEALTHCHECK and podman drops it.
 #   BUILD_NETWORK         podman build --network (host: RUN steps use the host's network, so no
 #                         bridge, NAT or DNS forwarder is needed while building)
 set -euo pipefail
@@ -63,14 +64,14 @@ fi
 [[ -z ${TORCH_SPEC:-} ]] || torch_args+=(--build-arg "TORCH_SPEC=$TORCH_SPEC")
 [[ -z ${PIP_EXTRA_INDEX_URL:-} ]] || torch_args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
 
-podman build --network "$network" "${base_args[@]}" "${torch_args[@]}" \
+podman build --format docker --network "$network" "${base_args[@]}" "${torch_args[@]}" \
   -f infra/containers/Containerfile -t "localhost/voxmill:$tag" .
 if $offline; then
   for svc in postgres redis s3 prometheus; do
-    podman build --network "$network" "${base_args[@]}" \
+    podman build --format docker --network "$network" "${base_args[@]}" \
       -f "infra/compose/offline/$svc.Containerfile" -t "localhost/voxmill-offline-$svc:bookworm" .
   done
 fi
 if $cuda; then
-  podman build --network "$network" -f infra/containers/Containerfile.cuda -t "localhost/voxmill-cuda:$tag" .
+  podman build --format docker --network "$network" -f infra/containers/Containerfile.cuda -t "localhost/voxmill-cuda:$tag" .
 fi

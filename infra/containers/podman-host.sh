@@ -10,7 +10,7 @@ apt-get update
 # netavark + aardvark-dns: the compose network, with service names resolvable;
 # iptables: netavark's NAT and port forwarding; debootstrap: the offline base image.
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-  podman runc netavark aardvark-dns iptables debootstrap ca-certificates curl
+  podman runc netavark aardvark-dns iptables debootstrap
 conf=/etc/containers/containers.conf
 if [[ -e $conf && ! -e $conf.orig ]] && ! cmp -s "$conf" "$here/podman-host.conf"; then
   cp "$conf" "$conf.orig"

@@ -122,7 +122,9 @@ def run_args(model: dict[str, Any], service: str, project: str) -> list[str]:
     if "stop_grace_period" in spec:
         args += ["--stop-timeout", str(_seconds(spec["stop_grace_period"]))]
     check = spec.get("healthcheck")
-    if check and not check.get("disable") and check["test"][0] != "NONE":
+    if check and (check.get("disable") or check["test"][0] == "NONE"):
+        args.append("--no-healthcheck")
+    elif check:
         # podman 4.3 takes the check as one shell string (a JSON array is not parsed).
         test = check["test"]
         args += ["--health-cmd", test[1] if test[0] == "CMD-SHELL" else shlex.join(test[1:])]

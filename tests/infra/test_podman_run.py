@@ -40,6 +40,8 @@ def test_offline_services_use_local_images_and_publish_only_when_asked(monkeypat
         images = [a for a in run_args(model, service, "p") if a.startswith("localhost/")]
         assert images == [f"localhost/voxmill-offline-{service}:bookworm"]
     assert "--publish" not in run_args(model, "api", "p")
+    # Beat and migrate serve no port: the image's default (the API's) check is switched off.
+    assert "--no-healthcheck" in run_args(model, "beat", "p") and "--health-cmd" not in run_args(model, "beat", "p")
     monkeypatch.setenv("VOXMILL_PORT_8000", "18000")
     api = run_args(model, "api", "p")
     assert api[api.index("--publish") + 1] == "127.0.0.1:18000:8000"

@@ -39,10 +39,16 @@ t0=$SECONDS
 say() { printf '[smoke %s +%4ds] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - t0))" "$*"; }
 die() { say "FAILED: $*"; exit 1; }
 
+ids() { podman ps -aq --filter "label=io.podman.compose.project=$project"; }
 down() {
-  local ids
-  ids=$(podman ps -aq --filter "label=io.podman.compose.project=$project")
-  [[ -z $ids ]] || podman rm --force --time 10 $ids >/dev/null
+  # A container that stops by itself while podman escalates to SIGKILL makes `rm` fail ("container
+  # state improper: stopped"): try again, then insist that nothing of the project is left.
+  local attempt
+  for attempt in 1 2 3; do
+    [[ -z $(ids) ]] && break
+    podman rm --force --time 10 $(ids) >/dev/null 2>&1 || sleep 2
+  done
+  [[ -z $(ids) ]] || { echo "containers left: $(ids)" >&2; return 1; }
   podman volume ls -q --filter "name=^${project}_" | xargs -r podman volume rm --force >/dev/null
   ! podman network exists "$project" || podman network rm --force "$project" >/dev/null
 }
@@ -108,7 +114,7 @@ say "network $project created"
 start postgres; start redis; start s3
 healthy postgres; healthy redis; healthy s3
 
-podman run --rm --label "io.podman.compose.project=$project" -v "${project}_models:/models" "$image" \
+podman run --rm --no-healthcheck --label "io.podman.compose.project=$project" -v "${project}_models:/models" "$image" \
   voxmill models make-tiny /models
 say "tiny models written into volume ${project}_models"
 
@@ -163,7 +169,7 @@ say "job $job succeeded ($((SECONDS - jobs_started)) s; segments $(field "$work/
 curl -fsS -o "$work/audio.wav" "$api/v1/jobs/$job/audio" || die "audio fetch failed"
 bytes=$(stat -c %s "$work/audio.wav")
 (( bytes > 44 )) || die "audio is empty ($bytes bytes)"
-probe=$(podman run --rm --label "io.podman.compose.project=$project" -v "$work/audio.wav:/tmp/a.wav:ro" "$image" \
+probe=$(podman run --rm --no-healthcheck --label "io.podman.compose.project=$project" -v "$work/audio.wav:/tmp/a.wav:ro" "$image" \
   ffprobe -v error -show_entries stream=codec_name,sample_rate,channels:format=duration -of compact=p=0:nk=0 /tmp/a.wav) \
   || die "ffprobe cannot decode the audio"
 duration=$(grep -o 'duration=[0-9.]*' <<<"$probe" | cut -d= -f2)

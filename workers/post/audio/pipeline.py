@@ -54,6 +54,9 @@ MAX_ENCODES = 4
 LEVEL_AIM = 0.1
 # Added to a measured overshoot when lowering the limiter ceiling for the next encode.
 OVERSHOOT_MARGIN_DB = 0.25
+# A decoded file this far under its aim lost level in the codec itself (a low-pass removed the
+# signal's top octave): from then on the loop levels the decoded file (see ``deliver``).
+CODEC_LOSS_DB = 1.5
 
 
 class LoudnessUnmet(Exception):
@@ -131,6 +134,7 @@ def deliver(
     aim = target
     best: tuple[float, Delivered] | None = None
     report: LevelReport | None = None
+    codec_view = False
     for attempt in range(1, MAX_ENCODES + 1):
         # The limiter's ceiling may sit over the target's when the codec keeps taking peaks away.
         ceiling = min(0.0, target.true_peak_db - headroom)
@@ -147,6 +151,13 @@ def deliver(
             best = (abs(drift), done)
         if over <= 0 and abs(drift) <= LEVEL_AIM:
             return done
+        if not codec_view and drift < -CODEC_LOSS_DB:
+            # The codec took level the limiter cannot give back (its low-pass on a bright signal:
+            # more gain only drives the limiter harder). Level what the codec keeps, the decoded
+            # file, and encode that: a second pass through the codec takes little more.
+            x = _codec_view(decoded, decoded_rate, sample_rate, len(x))
+            codec_view, headroom, aim = True, headroom_db, target
+            continue
         if over > 0:
             headroom += over + OVERSHOOT_MARGIN_DB
         elif drift < -LEVEL_AIM and over < -OVERSHOOT_MARGIN_DB:
@@ -161,6 +172,14 @@ def deliver(
         return replace(chosen, report=_noted(chosen.report, note))
     assert report is not None
     raise LoudnessUnmet(name, target, report, MAX_ENCODES)
+
+
+def _codec_view(decoded: np.ndarray, decoded_rate: int, sample_rate: int, frames: int) -> np.ndarray:
+    """The decoded file as the loop's input: at the encoder's rate, as long as the original."""
+    view = as_frames(resample(decoded, decoded_rate, sample_rate) if decoded_rate != sample_rate else decoded)
+    if len(view) >= frames:
+        return view[:frames]
+    return np.concatenate([view, np.zeros((frames - len(view), view.shape[1]), view.dtype)])
 
 
 def _noted(report: LevelReport, note: str) -> LevelReport:
